@@ -1,0 +1,262 @@
+"""The ``mlsolve`` command: solve, simulate, train, evaluate, plugins.
+
+Every error diffpy-mlsolve raises on purpose (:class:`MLSolveError`) is
+printed as one line, without a traceback, and the command exits with 1;
+usage errors exit with 2 (argparse).  Nothing is written when the input
+is bad, and an existing output is never overwritten without --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from diffpy_mlsolve.errors import (
+    MLSolveError,
+    OutputExistsError,
+    PatternFormatError,
+)
+from diffpy_mlsolve.version import __version__
+
+__all__ = ["main", "build_parser", "parse_cell"]
+
+
+def parse_cell(text: str) -> tuple[float, ...]:
+    """'a,b,c,alpha,beta,gamma' (Å, degrees) -> six floats."""
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 6:
+        raise argparse.ArgumentTypeError(
+            f"--cell needs six numbers a,b,c,alpha,beta,gamma (Å, degrees), "
+            f"got {text!r}; e.g. --cell 5.64,5.64,5.64,90,90,90"
+        )
+    return vals
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two numbers 'start,end', got {text!r}"
+        ) from None
+    return lo, hi
+
+
+def _check_new_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputExistsError(
+            f"{str(path)!r} exists. Please choose another --out or pass "
+            "--force to overwrite it."
+        )
+
+
+# ------------------------------------------------------------ subcommands
+def _cmd_solve(args) -> int:
+    import diffpy_mlsolve as ms
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_new_output(out, args.force)
+    pattern = ms.load_pattern(args.pattern, wavelength=args.wavelength)
+    solver = ms.get_solver(args.solver, device=args.device)
+    result = solver.solve(
+        pattern,
+        composition=args.composition,
+        lattice=args.cell,
+        n_candidates=args.candidates,
+    )
+    if out is not None:
+        result.write(out, force=args.force)
+        print(f"wrote {out}")
+    for cand in result.candidates:
+        print(cand)
+    return 0
+
+
+def _write_pattern(pattern, path: Path) -> None:
+    import numpy as np
+
+    header = [f"xtype = {pattern.xtype}"]
+    if pattern.wavelength is not None:
+        header.append(f"wavelength = {pattern.wavelength}")
+    for key in ("qmax", "qdamp", "qbroad", "diameter"):
+        value = pattern.metadata.get(key)
+        if value is not None:
+            header.append(f"{key} = {value}")
+    header.append(f"simulated_by = diffpy-mlsolve {__version__}")
+    tmp = path.with_name(path.name + ".tmp")
+    np.savetxt(
+        tmp,
+        np.column_stack([pattern.x, pattern.intensity]),
+        header="\n".join(header),
+        fmt="%.8g",
+    )
+    tmp.replace(path)
+
+
+def _cmd_simulate(args) -> int:
+    import diffpy_mlsolve as ms
+
+    out = Path(args.out)
+    _check_new_output(out, args.force)
+    if args.kind == "pdf":
+        pattern = ms.simulate_pdf(
+            args.structure,
+            rmax=args.rmax,
+            qmax=args.qmax,
+            qdamp=args.qdamp,
+            diameter=args.diameter,
+            device=args.device,
+        )
+    else:
+        if args.wavelength is None:
+            raise PatternFormatError(
+                "A powder pattern needs its wavelength. Please pass "
+                "--wavelength in Å or a source name such as CuKa1."
+            )
+        pattern = ms.simulate_pxrd(
+            args.structure,
+            wavelength=args.wavelength,
+            tth_range=args.tth_range,
+            npoints=args.npoints,
+            fwhm=args.fwhm,
+            eta=args.eta,
+            crystallite_size=args.size,
+            counts=args.counts,
+            seed=args.seed,
+            device=args.device,
+        )
+    _write_pattern(pattern, out)
+    print(f"wrote {out} ({pattern.npoints} points, xtype {pattern.xtype})")
+    return 0
+
+
+def _cmd_plugins(args) -> int:
+    from diffpy_mlsolve.plugins import available_plugins
+
+    plugins = available_plugins()
+    if not plugins:
+        print("no plugins found: is diffpy-mlsolve installed (pip -e .)?")
+        return 1
+    for kind in ("solver", "refiner"):
+        print(f"{kind}s:")
+        for p in (p for p in plugins if p.kind == kind):
+            state = "ok" if p.backend_ok else f"missing backend: {p.backend_hint}"
+            print(
+                f"  {p.name:<12} {p.distribution} {p.version}  [{state}]"
+            )
+    return 0
+
+
+def _cmd_not_yet(args) -> int:
+    raise MLSolveError(
+        f"'mlsolve {args.command}' is not available in this version "
+        f"({__version__}): it arrives with the trained density model. "
+        "See the README's roadmap."
+    )
+
+
+# ----------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlsolve",
+        description=(
+            "Structure solution from powder diffraction or PDF data with "
+            "a variational electron-density network (diffpy-mlsolve)."
+        ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"mlsolve {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="solve a structure from a pattern")
+    p.add_argument("pattern", help="pattern file (.xy .xye .chi .dat .csv .gr)")
+    p.add_argument(
+        "--wavelength",
+        help="wavelength in Å or a source name (CuKa1, MoKa, ...); needed "
+        "for 2θ data unless the file header gives it",
+    )
+    p.add_argument(
+        "--composition", required=True, help="formula, e.g. NaCl or SrTiO3"
+    )
+    p.add_argument(
+        "--cell",
+        type=parse_cell,
+        required=True,
+        help="a,b,c,alpha,beta,gamma in Å and degrees",
+    )
+    p.add_argument("--candidates", type=int, default=5, help="candidates (5)")
+    p.add_argument("--solver", default="crystalnet", help="solver plugin")
+    p.add_argument("--out", help="output folder (CIFs, maps, report.json)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_cmd_solve)
+
+    p = sub.add_parser(
+        "simulate", help="simulate a powder pattern or PDF of a structure"
+    )
+    p.add_argument("structure", help="CIF file")
+    p.add_argument("--out", required=True, help="output .xy or .gr file")
+    p.add_argument(
+        "--kind", choices=("pxrd", "pdf"), default="pxrd", help="(pxrd)"
+    )
+    p.add_argument(
+        "--wavelength", help="Å or source name (CuKa1, CuKa, MoKa, ...)"
+    )
+    p.add_argument(
+        "--tth-range",
+        type=_pair,
+        default=(5.0, 90.0),
+        help="2θ start,end in degrees (5,90)",
+    )
+    p.add_argument("--npoints", type=int, default=4000, help="points (4000)")
+    p.add_argument("--fwhm", type=float, default=0.1, help="deg 2θ (0.1)")
+    p.add_argument(
+        "--eta", type=float, default=0.0, help="Lorentzian fraction (0)"
+    )
+    p.add_argument("--size", type=float, help="crystallite size in Å")
+    p.add_argument(
+        "--counts", type=float, help="Poisson noise: counts at the maximum"
+    )
+    p.add_argument("--seed", type=int, help="noise seed")
+    p.add_argument("--rmax", type=float, default=30.0, help="PDF rmax Å (30)")
+    p.add_argument(
+        "--qmax", type=float, default=25.0, help="PDF Qmax Å^-1 (25)"
+    )
+    p.add_argument(
+        "--qdamp", type=float, default=0.0, help="PDF Qdamp Å^-1 (0)"
+    )
+    p.add_argument("--diameter", type=float, help="nanoparticle diameter Å")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_cmd_simulate)
+
+    for name, text in (
+        ("train", "train a density model from a config file"),
+        ("evaluate", "evaluate a model on a structure table"),
+    ):
+        p = sub.add_parser(name, help=f"{text} (not yet available)")
+        p.set_defaults(func=_cmd_not_yet)
+
+    p = sub.add_parser("plugins", help="list solvers and refiners")
+    p.set_defaults(func=_cmd_plugins)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MLSolveError as err:
+        print(f"mlsolve: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
