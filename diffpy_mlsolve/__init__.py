@@ -63,7 +63,9 @@ __all__ = sorted(
 def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'diffpy_mlsolve' has no attribute {name!r}")
+        raise AttributeError(
+            f"module 'diffpy_mlsolve' has no attribute {name!r}"
+        )
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -145,10 +145,10 @@ def _cmd_plugins(args) -> int:
     for kind in ("solver", "refiner"):
         print(f"{kind}s:")
         for p in (p for p in plugins if p.kind == kind):
-            state = "ok" if p.backend_ok else f"missing backend: {p.backend_hint}"
-            print(
-                f"  {p.name:<12} {p.distribution} {p.version}  [{state}]"
+            state = (
+                "ok" if p.backend_ok else f"missing backend: {p.backend_hint}"
             )
+            print(f"  {p.name:<12} {p.distribution} {p.version}  [{state}]")
     return 0
 
 
@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("solve", help="solve a structure from a pattern")
-    p.add_argument("pattern", help="pattern file (.xy .xye .chi .dat .csv .gr)")
+    p.add_argument(
+        "pattern", help="pattern file (.xy .xye .chi .dat .csv .gr)"
+    )
     p.add_argument(
         "--wavelength",
         help="wavelength in Å or a source name (CuKa1, MoKa, ...); needed "

@@ -53,28 +53,38 @@ _AUTO_DAMPING = 0.05
 def crystal_tensors(crystals: list[CrystalArrays], device, dtype):
     """Pad a list of crystals into batch tensors.
 
-    Returns a dict with cell (B, 6), frac (B, n, 3), coeffs (B, n, 11),
-    weight (B, n) (occupancy, 0 for padding), biso (B, n) and
-    electrons (B,).
+    Returns a dict with cell (B, 6), frac (B, n, 3), weight (B, n)
+    (occupancy, 0 for padding), the scattering types of each structure
+    (one element with one B): type_coeffs (B, T, 11), type_biso (B, T),
+    type_index (B, n), and electrons (B,).
     """
     n = max(c.natoms for c in crystals)
     bsz = len(crystals)
     frac = np.zeros((bsz, n, 3))
-    numbers = np.ones((bsz, n), int)
     weight = np.zeros((bsz, n))
-    biso = np.zeros((bsz, n))
+    type_index = np.zeros((bsz, n), int)
+    kinds = []
     for i, c in enumerate(crystals):
         frac[i, : c.natoms] = c.frac
-        numbers[i, : c.natoms] = c.numbers
         weight[i, : c.natoms] = c.occupancy
-        biso[i, : c.natoms] = c.biso
+        pairs = np.stack([c.numbers, c.biso], 1)
+        uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+        type_index[i, : c.natoms] = inv.ravel()
+        kinds.append(uniq)
+    ntypes = max(len(k) for k in kinds)
+    type_z = np.ones((bsz, ntypes), int)
+    type_b = np.zeros((bsz, ntypes))
+    for i, k in enumerate(kinds):
+        type_z[i, : len(k)] = k[:, 0].astype(int)
+        type_b[i, : len(k)] = k[:, 1]
     t = dict(dtype=dtype, device=device)
     return {
         "cell": torch.as_tensor(np.stack([c.lattice for c in crystals]), **t),
         "frac": torch.as_tensor(frac, **t),
-        "coeffs": form_factor_coefficients(numbers, dtype, device),
         "weight": torch.as_tensor(weight, **t),
-        "biso": torch.as_tensor(biso, **t),
+        "type_coeffs": form_factor_coefficients(type_z, dtype, device),
+        "type_biso": torch.as_tensor(type_b, **t),
+        "type_index": torch.as_tensor(type_index, device=device),
         "electrons": torch.as_tensor([c.electrons for c in crystals], **t),
     }
 
@@ -85,11 +95,17 @@ def crystal_structure_factors(batch: dict, dstar_max: float, extra_biso=None):
     ``extra_biso`` (B,) adds to every atom's B (density smoothing).
     """
     hkl, dstar, mask = reflections_within(batch["cell"], dstar_max)
-    biso = batch["biso"]
+    biso = batch["type_biso"]
     if extra_biso is not None:
         biso = biso + extra_biso[:, None]
     fh = structure_factors(
-        hkl, dstar, batch["frac"], batch["coeffs"], batch["weight"], biso
+        hkl,
+        dstar,
+        batch["frac"],
+        batch["type_coeffs"],
+        biso,
+        batch["type_index"],
+        batch["weight"],
     )
     return hkl, dstar, mask, fh
 
@@ -187,7 +203,11 @@ def simulate_pxrd(
     step = (hi - lo) / (npoints - 1)
     x = lo + step * np.arange(npoints)
     lam_max = max(lam for lam, _ in rad.lines)
-    dstar_max = 2 * math.sin(math.radians(min(hi + abs(zero_shift) + 5, 179.9)) / 2) / lam_max
+    dstar_max = (
+        2
+        * math.sin(math.radians(min(hi + abs(zero_shift) + 5, 179.9)) / 2)
+        / lam_max
+    )
     dstar_max = min(dstar_max, 2 / min(lam for lam, _ in rad.lines))
     gen = None
     if seed is not None:
@@ -422,7 +442,10 @@ def pattern_from_density(
     y = (y / torch.clamp(y.amax(), min=1e-30))[0].detach().cpu().numpy()
     x = lo + step * np.arange(npoints)
     return Pattern.from_arrays(
-        x, y, xtype="tth", wavelength=rad.wavelength,
+        x,
+        y,
+        xtype="tth",
+        wavelength=rad.wavelength,
         metadata={"simulated_from": f"density of {density.label}"},
     )
 

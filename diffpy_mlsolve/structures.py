@@ -206,9 +206,7 @@ def _diffpy_to_pymatgen(stru, label=""):
     lattice = Lattice.from_parameters(
         lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma
     )
-    return Structure(
-        lattice, species, coords, site_properties={"biso": biso}
-    )
+    return Structure(lattice, species, coords, site_properties={"biso": biso})
 
 
 def _z_to_symbol(z: int) -> str:

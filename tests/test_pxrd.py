@@ -217,7 +217,9 @@ def test_float32_matches_float64(textbook_structures):
     s = textbook_structures["Al2O3"]
     p32 = ms.simulate_pxrd(s, "CuKa", dtype=torch.float32)
     p64 = ms.simulate_pxrd(s, "CuKa", dtype=torch.float64)
-    assert np.abs(p32.intensity - p64.intensity).max() < 1e-4
+    # float32 places a 2θ near 100 deg to ~1e-5 deg: on a 0.1 deg peak
+    # that is a few 1e-4 of the maximum, the precision float32 can give
+    assert np.abs(p32.intensity - p64.intensity).max() < 5e-4
 
 
 def test_gradients_flow_to_cell_and_coordinates(textbook_structures):
@@ -229,7 +231,13 @@ def test_gradients_flow_to_cell_and_coordinates(textbook_structures):
     def intensity(cell, frac):
         dstar = inv_d_spacing(hkl, reciprocal_metric(cell))
         f = structure_factors(
-            hkl, dstar, frac, batch["coeffs"], batch["weight"], batch["biso"]
+            hkl,
+            dstar,
+            frac,
+            batch["type_coeffs"],
+            batch["type_biso"],
+            batch["type_index"],
+            batch["weight"],
         )
         return (f.real**2 + f.imag**2).sum()
 

@@ -101,6 +101,8 @@ def structure_factors_from_density(
     Tensor (B, H) complex
     """
     bsz, grid = rho.shape[0], rho.shape[-1]
-    fgrid = torch.fft.ifftn(rho.to(torch.promote_types(rho.dtype, torch.float32)), dim=(-3, -2, -1))
+    fgrid = torch.fft.ifftn(
+        rho.to(torch.promote_types(rho.dtype, torch.float32)), dim=(-3, -2, -1)
+    )
     flat = fgrid.reshape(bsz, -1)[:, _flat_index(hkl, grid)]
     return flat * volume[:, None].to(flat.dtype)

@@ -66,9 +66,7 @@ def form_factor_coefficients(numbers, dtype=torch.float32, device=None):
     table = wk_table()
     bad = sorted({int(v) for v in z.ravel() if v < 1 or v > MAX_Z})
     if not bad:
-        bad = sorted(
-            {int(v) for v in z.ravel() if np.isnan(table[int(v), 0])}
-        )
+        bad = sorted({int(v) for v in z.ravel() if np.isnan(table[int(v), 0])})
     if bad:
         raise PhysicsInputError(
             f"No X-ray form factor for atomic number(s) {bad}: the "

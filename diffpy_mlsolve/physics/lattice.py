@@ -22,7 +22,11 @@ __all__ = [
 
 def _cosines(cell: torch.Tensor):
     ang = torch.deg2rad(cell[..., 3:6])
-    return torch.cos(ang[..., 0]), torch.cos(ang[..., 1]), torch.cos(ang[..., 2])
+    return (
+        torch.cos(ang[..., 0]),
+        torch.cos(ang[..., 1]),
+        torch.cos(ang[..., 2]),
+    )
 
 
 def metric_tensor(cell: torch.Tensor) -> torch.Tensor:

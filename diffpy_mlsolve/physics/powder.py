@@ -29,7 +29,47 @@ from diffpy_mlsolve.physics.profile import (
 )
 from diffpy_mlsolve.physics.reflections import lorentz_polarization
 
-__all__ = ["peak_positions", "powder_pattern"]
+__all__ = ["peak_positions", "merge_equal_spacings", "powder_pattern"]
+
+# reflections whose |d*| agree to this relative tolerance are one peak
+_MERGE_RTOL = 1e-5
+
+
+def merge_equal_spacings(dstar, area, mask, rtol=_MERGE_RTOL):
+    """Sum reflections of equal |d*| into one peak per structure.
+
+    Symmetry-equivalent reflections (and accidental coincidences) fall on
+    the same 2θ, so rendering one peak per distinct spacing gives the
+    same pattern at a fraction of the cost.  Differentiable in ``dstar``
+    and ``area`` (the grouping itself is not).
+
+    Parameters
+    ----------
+    dstar, area : Tensor (B, H)
+    mask : Tensor (B, H) bool
+        Reflections to keep.
+
+    Returns
+    -------
+    dstar, area, mask : Tensor (B, G)
+        One column per group (G <= H); unused columns are masked out.
+    """
+    big = torch.finfo(dstar.dtype).max
+    key = torch.where(mask, dstar, torch.full_like(dstar, big)).detach()
+    key, order = torch.sort(key, dim=1)
+    ds = torch.gather(dstar, 1, order)
+    ar = torch.gather(area * mask.to(area.dtype), 1, order)
+    step = key[:, 1:] - key[:, :-1] > rtol * key[:, 1:]
+    group = torch.cat(
+        [torch.zeros_like(step[:, :1], dtype=torch.long), step.long()], 1
+    ).cumsum(1)
+    ngroups = int(group.max()) + 1
+    zeros = ar.new_zeros(ar.shape[0], ngroups)
+    area_g = zeros.scatter_add(1, group, ar)
+    count = zeros.scatter_add(1, group, torch.ones_like(ar))
+    dstar_g = zeros.scatter_add(1, group, ds) / torch.clamp(count, min=1)
+    valid = zeros.scatter_add(1, group, (key < big).to(ar.dtype)) > 0
+    return dstar_g, area_g, valid
 
 
 def peak_positions(dstar: torch.Tensor, wavelength: torch.Tensor):
@@ -104,9 +144,10 @@ def powder_pattern(
         or crystallite_size is not None
         or strain is not None
     )
-    base = 2.0 * f2 * mask.to(f2.dtype)
+    base = 2.0 * f2
     if orientation is not None:
         base = base * orientation
+    dstar, base, mask = merge_equal_spacings(dstar, base, mask)
     total = None
     for lam, weight in lines:
         tth, ok = peak_positions(dstar, lam)
@@ -132,9 +173,15 @@ def _combined_width(tth, lam, fwhm, eta, caglioti, size, strain):
         gauss = caglioti_fwhm(tth, *caglioti)
         lor = torch.zeros_like(tth)
     else:
-        parts = [split_pseudo_voigt(float(f), float(e)) for f, e in zip(fwhm, eta)]
-        g0 = torch.tensor([p[0] for p in parts], dtype=tth.dtype, device=tth.device)
-        l0 = torch.tensor([p[1] for p in parts], dtype=tth.dtype, device=tth.device)
+        parts = [
+            split_pseudo_voigt(float(f), float(e)) for f, e in zip(fwhm, eta)
+        ]
+        g0 = torch.tensor(
+            [p[0] for p in parts], dtype=tth.dtype, device=tth.device
+        )
+        l0 = torch.tensor(
+            [p[1] for p in parts], dtype=tth.dtype, device=tth.device
+        )
         gauss = g0[:, None].expand_as(tth)
         lor = l0[:, None].expand_as(tth)
     if strain is not None:

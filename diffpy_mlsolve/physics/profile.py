@@ -151,9 +151,7 @@ def render_peaks(
     centre_idx = torch.round((centers.detach() - x0) / step).long()
     idx = centre_idx[..., None] + offsets  # (B, K, W)
     dx = (x0 + idx.to(centers.dtype) * step) - centers[..., None]
-    vals = area[..., None] * pseudo_voigt(
-        dx, fwhm[..., None], eta[..., None]
-    )
+    vals = area[..., None] * pseudo_voigt(dx, fwhm[..., None], eta[..., None])
     inside = (idx >= 0) & (idx < npoints) & active[..., None]
     vals = torch.where(inside, vals, torch.zeros_like(vals))
     idx = idx.clamp(0, npoints - 1)

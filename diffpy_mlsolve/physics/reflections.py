@@ -49,7 +49,9 @@ def half_hkl_box(hmax: int, kmax: int, lmax: int) -> torch.Tensor:
     grid = torch.stack(torch.meshgrid(h, k, l_, indexing="ij"), -1)
     grid = grid.reshape(-1, 3)
     hh, kk, ll = grid.unbind(-1)
-    keep = (hh > 0) | ((hh == 0) & (kk > 0)) | ((hh == 0) & (kk == 0) & (ll > 0))
+    keep = (
+        (hh > 0) | ((hh == 0) & (kk > 0)) | ((hh == 0) & (kk == 0) & (ll > 0))
+    )
     return grid[keep]
 
 
@@ -87,11 +89,16 @@ def structure_factors(
     hkl: torch.Tensor,
     dstar: torch.Tensor,
     frac: torch.Tensor,
-    coeffs: torch.Tensor,
+    type_coeffs: torch.Tensor,
+    type_biso: torch.Tensor,
+    type_index: torch.Tensor,
     weight: torch.Tensor,
-    biso: torch.Tensor,
 ) -> torch.Tensor:
     """F(h) of a batch of structures (complex, electrons).
+
+    Atoms are grouped into scattering types (one element with one B), so
+    form factors and Debye-Waller factors are evaluated once per type and
+    reflection, not once per atom.
 
     Parameters
     ----------
@@ -101,12 +108,14 @@ def structure_factors(
         |d*| (Å^-1) of each reflection in each cell.
     frac : Tensor (B, n, 3)
         Fractional coordinates, padded to n atoms.
-    coeffs : Tensor (B, n, 11)
-        Form factor coefficients of each atom.
+    type_coeffs : Tensor (B, T, 11)
+        Form factor coefficients of each scattering type.
+    type_biso : Tensor (B, T)
+        Isotropic displacement B (Å^2) of each type.
+    type_index : Tensor (B, n) int64
+        The type of each atom.
     weight : Tensor (B, n)
         Occupancy, 0 for padding atoms.
-    biso : Tensor (B, n)
-        Isotropic displacement B (Å^2) of each atom.
 
     Returns
     -------
@@ -120,9 +129,10 @@ def structure_factors(
     for start in range(0, nref, chunk):
         sl = slice(start, start + chunk)
         s2 = 0.25 * dstar[:, sl] ** 2  # (sin θ/λ)^2
-        f = form_factors(coeffs, s2)  # (B, h, n)
-        dw = torch.exp(-biso[:, None, :] * s2[:, :, None])
-        amp = f * dw * weight[:, None, :]
+        f = form_factors(type_coeffs, s2)  # (B, h, T)
+        f = f * torch.exp(-type_biso[:, None, :] * s2[:, :, None])
+        idx = type_index[:, None, :].expand(-1, f.shape[1], -1)
+        amp = torch.gather(f, 2, idx) * weight[:, None, :]  # (B, h, n)
         phase = 2 * math.pi * torch.einsum("hi,bni->bhn", hkl_f[sl], frac)
         re = (amp * torch.cos(phase)).sum(-1)
         im = (amp * torch.sin(phase)).sum(-1)
