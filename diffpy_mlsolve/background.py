@@ -12,16 +12,23 @@ import numpy as np
 
 __all__ = ["chebyshev_background_fit", "snip_background"]
 
+# points the Chebyshev fit uses at most (evenly spread over the pattern)
+_FIT_POINTS = 1000
+
 
 def chebyshev_background_fit(x, y, degree=6, clip=2.0, max_iter=100):
     """Background by clipped Chebyshev least squares (see
     :meth:`Pattern.estimate_background` for the steps)."""
+    full_x = x
+    if len(x) > _FIT_POINTS:  # a smooth curve needs no more points
+        take = np.linspace(0, len(x) - 1, _FIT_POINTS).round().astype(int)
+        x, y = x[take], y[take]
     n = len(x)
     deg = int(min(degree, n - 1))
     cheb = np.polynomial.Chebyshev
     keep = np.ones(n, dtype=bool)
     for _ in range(max(int(max_iter), 1)):
-        fit = cheb.fit(x[keep], y[keep], deg, domain=[x[0], x[-1]])
+        fit = cheb.fit(x[keep], y[keep], deg, domain=[full_x[0], full_x[-1]])
         res = y - fit(x)
         kept = res[keep]
         noise = 1.4826 * np.median(np.abs(kept - np.median(kept)))
@@ -29,7 +36,7 @@ def chebyshev_background_fit(x, y, degree=6, clip=2.0, max_iter=100):
         if np.array_equal(new, keep) or new.sum() <= deg:
             break
         keep = new
-    return fit(x)
+    return fit(full_x)
 
 
 def snip_background(x, y, width=None, smooth=5):

@@ -152,12 +152,54 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
-def _cmd_not_yet(args) -> int:
-    raise MLSolveError(
-        f"'mlsolve {args.command}' is not available in this version "
-        f"({__version__}): it arrives with the trained density model. "
-        "See the README's roadmap."
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    from diffpy_mlsolve.training import TrainConfig, train
+
+    cfg = TrainConfig.from_file(args.config)
+    changes = {
+        k: v
+        for k, v in (
+            ("out", args.out),
+            ("steps", args.steps),
+            ("device", args.device),
+        )
+        if v is not None
+    }
+    cfg = dataclasses.replace(cfg, **changes)
+    if not args.resume and Path(cfg.out).exists() and not args.force:
+        raise OutputExistsError(
+            f"{cfg.out!r} exists. Please pass --resume to continue that "
+            "run, --force to start over in it, or another --out."
+        )
+    out = train(cfg, resume=args.resume)
+    print(f"checkpoints in {out}/best and {out}/last")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from diffpy_mlsolve.evaluation import evaluate, format_report
+    from diffpy_mlsolve.model.predict import DEFAULT_MODEL
+
+    out = Path(args.out)
+    _check_new_output(out, args.force)
+    systems = args.systems.split(",") if args.systems else None
+    report = evaluate(
+        args.model or DEFAULT_MODEL,
+        args.structures,
+        systems=systems,
+        limit=args.limit,
+        seed=args.seed,
+        grid=args.grid,
+        samples=args.samples,
+        modes=tuple(args.modes.split(",")),
+        device=args.device,
+        out=out,
     )
+    print(format_report(report))
+    print(f"wrote {out}")
+    return 0
 
 
 # ----------------------------------------------------------------- parser
@@ -238,12 +280,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=_cmd_simulate)
 
-    for name, text in (
-        ("train", "train a density model from a config file"),
-        ("evaluate", "evaluate a model on a structure table"),
-    ):
-        p = sub.add_parser(name, help=f"{text} (not yet available)")
-        p.set_defaults(func=_cmd_not_yet)
+    p = sub.add_parser("train", help="train a density model")
+    p.add_argument(
+        "--config", required=True, help="training config (YAML or JSON)"
+    )
+    p.add_argument("--out", help="output folder (overrides the config)")
+    p.add_argument("--steps", type=int, help="total steps (overrides)")
+    p.add_argument("--device", help="auto | cpu | cuda (overrides)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue OUT/last exactly"
+    )
+    p.add_argument("--force", action="store_true", help="reuse --out")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score a model on a table of structures"
+    )
+    p.add_argument(
+        "--structures", required=True, help="csv/csv.gz with material_id, cif"
+    )
+    p.add_argument("--model", help="checkpoint folder (default: shipped)")
+    p.add_argument("--systems", help="e.g. cubic,trigonal (default: all)")
+    p.add_argument("--limit", type=int, help="first N structures")
+    p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--grid", type=int, default=50, help="grid points (50)")
+    p.add_argument("--samples", type=int, default=5, help="latent samples (5)")
+    p.add_argument(
+        "--modes",
+        default="full",
+        help="composition modes of the honest protocol: full,elements,"
+        "drop1,none (full)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda (cpu)")
+    p.add_argument("--out", required=True, help="report JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("plugins", help="list solvers and refiners")
     p.set_defaults(func=_cmd_plugins)

@@ -19,6 +19,7 @@ __all__ = [
     "MissingBackendError",
     "ModelNotAvailableError",
     "OutputExistsError",
+    "DataSourceError",
 ]
 
 
@@ -64,3 +65,7 @@ class ModelNotAvailableError(MLSolveError, RuntimeError):
 
 class OutputExistsError(MLSolveError, FileExistsError):
     """An output folder exists and overwriting was not asked for."""
+
+
+class DataSourceError(MLSolveError, ValueError):
+    """A structure table, CIF folder or generator that yields no data."""

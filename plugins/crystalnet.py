@@ -12,8 +12,11 @@ The method of Guo et al., npj Comput. Mater. 10 (2024), "CrystalNet":
 5. rank the candidates by how well their simulated pattern matches the
    data.
 
-No trained model is shipped yet, so :meth:`CrystalNetSolver.solve` checks
-its inputs and then says so instead of returning made-up candidates.
+Steps 1-3 run here (:mod:`diffpy_mlsolve.model.predict`); without a
+shipped or given model :meth:`CrystalNetSolver.solve` raises
+:class:`ModelNotAvailableError` instead of returning made-up candidates.
+Steps 4-5 arrive with the site-picking issue: until then candidates hold
+densities, no atoms, and say so in ``failed``.
 """
 
 from __future__ import annotations
@@ -60,38 +63,83 @@ class CrystalNetSolver(DensitySolver):
                 )
             weights = path
         self.weights = weights
+        self._predictor = None
 
     def solve(
-        self, pattern, composition, lattice, n_candidates: int = 5, **kw
+        self,
+        pattern,
+        composition,
+        lattice,
+        n_candidates: int = 5,
+        *,
+        composition_mode: str = "full",
+        grid: int | None = None,
+        seed: int = 0,
+        **kw,
     ) -> SolveResult:
-        """Propose ``n_candidates`` structures for ``pattern``.
+        """Propose ``n_candidates`` electron densities for ``pattern``.
 
         Parameters
         ----------
         pattern : Pattern
-            The measured powder pattern.
+            The measured powder pattern (2θ with its wavelength, Q or d).
         composition : str or Mapping
             The cell contents, e.g. ``"NaCl"``.
         lattice : sequence of 6 floats
-            a, b, c in Å and alpha, beta, gamma in degrees.
+            a, b, c in Å and alpha, beta, gamma in degrees of the
+            conventional standard cell.
         n_candidates : int
-            How many candidates to return.
+            Candidate 1 is the mean latent, the others latent samples.
+        composition_mode : {"full", "elements"}
+            "elements" uses only which elements are present.
+        grid : int, optional
+            Density grid points per edge (default: the model's).
+        seed : int
+            Seed of the latent samples.
+
+        Returns
+        -------
+        SolveResult
+            Candidates carry their Density; atom sites (``structure``)
+            arrive with the site-picking step and are None until then,
+            with the reason in ``failed``.
 
         Raises
         ------
         ModelNotAvailableError
-            Always, for now: no trained CrystalNet model is shipped yet.
+            If no trained model is shipped and none was given.
         """
-        self.check_inputs(pattern, composition, lattice, n_candidates)
-        if self.weights is not None:
-            raise ModelNotAvailableError(
-                f"Cannot load the checkpoint {str(self.weights)!r} yet: "
-                "CrystalNet checkpoints arrive with issue D (training and "
-                "weights); see the README."
-            )
-        raise ModelNotAvailableError(
-            "No trained CrystalNet model is shipped yet, so the crystalnet "
-            "solver cannot predict. Training and shipped weights arrive "
-            "with issue D; see the README. The simulators (simulate_pxrd, "
-            "electron_density) work without a model."
+        from diffpy_mlsolve.model.predict import DensityPredictor
+        from diffpy_mlsolve.solver import Candidate
+
+        cell = self.check_inputs(pattern, composition, lattice, n_candidates)
+        predictor = self._predictor or DensityPredictor(
+            self.weights, self.torch_device
+        )
+        self._predictor = predictor
+        batch = predictor.batch(pattern, composition, cell, composition_mode)
+        densities = predictor.predict(batch, cell, n_candidates, grid, seed)
+        why = "site picking from densities is not implemented yet"
+        candidates = tuple(
+            Candidate(rank=i + 1, density=d, failed=why)
+            for i, d in enumerate(densities)
+        )
+        return SolveResult(
+            candidates=candidates,
+            inputs={
+                "pattern": getattr(pattern, "source", "") or "<arrays>",
+                "composition": str(composition),
+                "lattice": cell,
+                "composition_mode": composition_mode,
+            },
+            settings={
+                "solver": "crystalnet",
+                "weights": str(predictor.path),
+                "device": str(predictor.device),
+                "n_candidates": n_candidates,
+                "seed": seed,
+                "model_meta": {
+                    k: predictor.meta.get(k) for k in ("step", "val")
+                },
+            },
         )

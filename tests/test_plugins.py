@@ -159,15 +159,29 @@ def test_refiner_backend_flags_follow_find_spec():
         assert "libobjcryst-dev" in found["rietveld"].backend_hint
 
 
-def test_crystalnet_is_honest_about_its_missing_model():
+def test_crystalnet_is_honest_about_a_missing_model(tmp_path, monkeypatch):
+    from diffpy_mlsolve.model import predict
+    from diffpy_mlsolve.pattern import Pattern
     from diffpy_mlsolve_plugins.crystalnet import CrystalNetSolver
 
+    pattern = Pattern.from_arrays(
+        np.linspace(10, 80, 500),
+        np.exp(-((np.linspace(10, 80, 500) - 31.7) ** 2) / 0.01) + 0.01,
+        wavelength=1.5406,
+    )
     solver = diffpy_mlsolve.get_solver("crystalnet", device="cpu")
     assert isinstance(solver, CrystalNetSolver)
     assert isinstance(solver, DensitySolver)
     assert solver.device == "cpu"
-    with pytest.raises(ModelNotAvailableError, match="issue D"):
-        solver.solve(object(), "NaCl", NACL, n_candidates=2)
+    monkeypatch.setattr(predict, "DEFAULT_MODEL", tmp_path / "absent")
+    with pytest.raises(ModelNotAvailableError, match="No trained CrystalNet"):
+        solver.solve(pattern, "NaCl", NACL, n_candidates=2)
+    (tmp_path / "empty").mkdir()
+    other = diffpy_mlsolve.get_solver(
+        "crystalnet", device="cpu", weights=tmp_path / "empty"
+    )
+    with pytest.raises(ModelNotAvailableError, match="not a diffpy-mlsolve"):
+        other.solve(pattern, "NaCl", NACL, n_candidates=2)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,148 @@
+"""The ``mlsolve`` command as a user runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import diffpy_mlsolve as ms
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "diffpy_mlsolve.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def nacl_cif(tmp_path_factory, textbook_structures):
+    path = tmp_path_factory.mktemp("cif") / "NaCl.cif"
+    textbook_structures["NaCl"].to(filename=str(path))
+    return path
+
+
+def test_version_and_plugins():
+    done = run("--version")
+    assert done.returncode == 0
+    assert ms.__version__ in done.stdout
+    done = run("plugins")
+    assert done.returncode == 0, done.stderr
+    for name in ("crystalnet", "rietveld", "pdf"):
+        assert name in done.stdout
+    assert "diffpy-mlsolve" in done.stdout or "diffpy_mlsolve" in done.stdout
+
+
+def test_simulate_round_trip(nacl_cif, tmp_path):
+    out = tmp_path / "nacl.xy"
+    done = run(
+        "simulate",
+        nacl_cif,
+        "--wavelength",
+        "CuKa1",
+        "--out",
+        out,
+        "--tth-range",
+        "20,60",
+        "--npoints",
+        "2001",
+    )
+    assert done.returncode == 0, done.stderr
+    pat = ms.load_pattern(out)
+    assert pat.xtype == "tth"
+    assert pat.wavelength == pytest.approx(1.540593)
+    # the strongest NaCl line is 200 at d = 2.82 Å
+    expect = 2 * np.degrees(np.arcsin(1.540593 / (2 * 2.82)))
+    assert pat.x[np.argmax(pat.intensity)] == pytest.approx(expect, abs=0.05)
+    gr = tmp_path / "nacl.gr"
+    done = run(
+        "simulate", nacl_cif, "--kind", "pdf", "--out", gr, "--diameter", "20"
+    )
+    assert done.returncode == 0, done.stderr
+    pdf = ms.load_pattern(gr)
+    assert pdf.xtype == "r"
+    assert np.all(pdf.intensity[pdf.x > 20.01] == 0)
+
+
+def test_never_overwrites_without_force(nacl_cif, tmp_path):
+    out = tmp_path / "keep.xy"
+    out.write_text("precious\n")
+    done = run("simulate", nacl_cif, "--wavelength", "CuKa1", "--out", out)
+    assert done.returncode == 1
+    assert "--force" in done.stderr
+    assert out.read_text() == "precious\n"
+    done = run(
+        "simulate", nacl_cif, "--wavelength", "CuKa1", "--out", out, "--force"
+    )
+    assert done.returncode == 0
+    assert out.read_text() != "precious\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            (
+                "simulate",
+                "missing.cif",
+                "--wavelength",
+                "CuKa1",
+                "--out",
+                "x.xy",
+            ),
+            "No such structure file",
+        ),
+        (("simulate", "{cif}", "--out", "x.xy"), "needs its wavelength"),
+        (
+            ("simulate", "{cif}", "--wavelength", "-1", "--out", "x.xy"),
+            "positive wavelength",
+        ),
+        (
+            (
+                "solve",
+                "missing.xy",
+                "--composition",
+                "NaCl",
+                "--cell",
+                "5.64,5.64,5.64,90,90,90",
+            ),
+            "missing.xy",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line(nacl_cif, tmp_path, args, message):
+    args = [a.format(cif=nacl_cif) for a in args]
+    done = run(*args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.xy").exists()
+
+
+def test_bad_cell_is_a_usage_error(tmp_path):
+    done = run("solve", "p.xy", "--composition", "NaCl", "--cell", "1,2,3")
+    assert done.returncode == 2
+    assert "six numbers" in done.stderr
+
+
+def test_solve_refuses_existing_out(tmp_path):
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "x").write_text("old")
+    done = run(
+        "solve",
+        "p.xy",
+        "--composition",
+        "NaCl",
+        "--cell",
+        "5.64,5.64,5.64,90,90,90",
+        "--out",
+        tmp_path / "res",
+    )
+    assert done.returncode == 1
+    assert "--force" in done.stderr
