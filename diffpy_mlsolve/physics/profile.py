@@ -35,10 +35,13 @@ def pseudo_voigt(dx, fwhm, eta):
     pV = eta L + (1 - eta) G with unit-area Lorentzian L and Gaussian G of
     the same FWHM.
     """
-    hw = fwhm / 2
-    lor = (hw / math.pi) / (dx * dx + hw * hw)
     sig2 = (fwhm * fwhm) / (8 * _LN2)
     gau = torch.exp(-dx * dx / (2 * sig2)) / torch.sqrt(2 * math.pi * sig2)
+    pure = not bool((eta != 0).any()) if torch.is_tensor(eta) else eta == 0
+    if pure:
+        return gau  # skip the Lorentzian
+    hw = fwhm / 2
+    lor = (hw / math.pi) / (dx * dx + hw * hw)
     return eta * lor + (1 - eta) * gau
 
 
@@ -139,23 +142,29 @@ def render_peaks(
     Tensor (B, npoints)
     """
     bsz = centers.shape[0]
-    out = centers.new_zeros(bsz, npoints)
     if centers.numel() == 0:
-        return out
+        return centers.new_zeros(bsz, npoints)
     if reach is None:
         reach = 12.0 if bool((eta > 0).any()) else 3.0
     active = area != 0
     wmax = float(fwhm[active].max()) if bool(active.any()) else 0.0
     half = int(math.ceil(reach * wmax / step)) + 1
     offsets = torch.arange(-half, half + 1, device=centers.device)
+    # peaks far off the grid are pinned just outside it: their window
+    # lands in the padding on either side, which is cut away at the end
     centre_idx = torch.round((centers.detach() - x0) / step).long()
+    centre_idx = centre_idx.clamp(-half - 1, npoints + half)
     idx = centre_idx[..., None] + offsets  # (B, K, W)
     dx = (x0 + idx.to(centers.dtype) * step) - centers[..., None]
-    vals = area[..., None] * pseudo_voigt(dx, fwhm[..., None], eta[..., None])
-    inside = (idx >= 0) & (idx < npoints) & active[..., None]
-    vals = torch.where(inside, vals, torch.zeros_like(vals))
-    idx = idx.clamp(0, npoints - 1)
-    return out.scatter_add(1, idx.reshape(bsz, -1), vals.reshape(bsz, -1))
+    vals = area[..., None] * pseudo_voigt(
+        dx, fwhm[..., None], eta[..., None]
+    )
+    pad = 2 * half + 1
+    out = centers.new_zeros(bsz, npoints + 2 * pad)
+    out = out.scatter_add(
+        1, (idx + pad).reshape(bsz, -1), vals.reshape(bsz, -1)
+    )
+    return out[:, pad : pad + npoints]
 
 
 def chebyshev_background(x: torch.Tensor, coeffs) -> torch.Tensor:
