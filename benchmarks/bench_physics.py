@@ -152,11 +152,17 @@ def main(argv=None):
     print(f"   density: {1e3 * t_rho / len(sub):8.1f} ms per structure")
     pdf_sub = structs[:10]
     t_pdf, _ = _timed(
-        lambda: [ms.simulate_pdf(s, rmax=30, qmax=25, device=dev) for s in pdf_sub]
+        lambda: [
+            ms.simulate_pdf(s, rmax=30, qmax=25, device=dev) for s in pdf_sub
+        ]
     )
     t_fit, _ = _timed(lambda: [pdffit2_pdf(s) for s in pdf_sub], repeat=1)
-    print(f"   PDF ours:    {1e3 * t_pdf / len(pdf_sub):8.1f} ms per structure")
-    print(f"   PDF pdffit2: {1e3 * t_fit / len(pdf_sub):8.1f} ms per structure")
+    print(
+        f"   PDF ours:    {1e3 * t_pdf / len(pdf_sub):8.1f} ms per structure"
+    )
+    print(
+        f"   PDF pdffit2: {1e3 * t_fit / len(pdf_sub):8.1f} ms per structure"
+    )
     print(f"   ratio: {t_fit / t_pdf:.1f}x")
 
     print("\n3. cost against atoms per conventional cell")

@@ -365,7 +365,12 @@ def as_crystals(structures, **kwargs) -> tuple[list[CrystalArrays], bool]:
 
     Returns the list and whether the input was a single structure.
     """
-    if isinstance(structures, (list, tuple)):
+    from diffpy.structure import Structure as DiffpyStructure
+
+    # a diffpy Structure is itself a list (of atoms): one structure
+    if isinstance(structures, (list, tuple)) and not isinstance(
+        structures, DiffpyStructure
+    ):
         return [as_crystal(s, **kwargs) for s in structures], False
     return [as_crystal(structures, **kwargs)], True
 

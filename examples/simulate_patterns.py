@@ -44,14 +44,18 @@ strongest = pattern.x[np.argmax(pattern.intensity)]
 print(f"{pattern}: strongest peak at 2θ = {strongest:.2f} deg (rutile 110)")
 
 rho = ms.electron_density(rutile, grid=48)
-print(f"{rho}: integrates to {rho.electrons:.2f} e (Ti2O4 has 60)")
+print(f"{rho}: integrates to {rho.electrons:.2f} e (Ti2O4: 2*22 + 4*8 = 76)")
 
 gr = ms.simulate_pdf(rutile, rmax=20, qmax=25, qdamp=0.03, diameter=30)
-print(f"3 nm particle PDF: G(r) = 0 beyond r = {gr.x[gr.intensity != 0].max():.2f} Å")
+print(
+    f"3 nm particle PDF: G(r) = 0 beyond r = {gr.x[gr.intensity != 0].max():.2f} Å"
+)
 
 if len(sys.argv) > 1:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    np.savetxt(out / "rutile_cuka.xy", np.column_stack([pattern.x, pattern.intensity]))
+    np.savetxt(
+        out / "rutile_cuka.xy", np.column_stack([pattern.x, pattern.intensity])
+    )
     np.savetxt(out / "rutile_3nm.gr", np.column_stack([gr.x, gr.intensity]))
     print(f"wrote {out}/rutile_cuka.xy and rutile_3nm.gr")

@@ -90,6 +90,23 @@ def _fwhm(x, y):
     return above[-1] - above[0]
 
 
+def test_every_structure_kind_is_accepted(textbook_structures, tmp_path):
+    """pymatgen, diffpy (a list subclass!), a CIF path, and lists of them."""
+    from diffpy_mlsolve.structures import to_diffpy
+
+    pmg = textbook_structures["CsCl"]
+    crystal = as_crystal(pmg)
+    cif = tmp_path / "CsCl.cif"
+    pmg.to(filename=str(cif))
+    kinds = [pmg, to_diffpy(crystal), str(cif), cif, crystal]
+    pats = [ms.simulate_pxrd(k, "CuKa1", npoints=500) for k in kinds]
+    for p in pats:
+        assert isinstance(p, ms.Pattern)
+        np.testing.assert_allclose(p.intensity, pats[0].intensity, atol=1e-5)
+    many = ms.simulate_pxrd(kinds, "CuKa1", npoints=500)
+    assert isinstance(many, list) and len(many) == len(kinds)
+
+
 def test_kalpha2_doublet_separation(textbook_structures):
     nacl = textbook_structures["NaCl"]
     pat = ms.simulate_pxrd(
@@ -117,7 +134,9 @@ def test_scherrer_width(textbook_structures):
         crystallite_size=size,
     )
     t = 2 * math.degrees(math.asin(CU_KA1 / (2 * 2.82)))  # 200
-    expected = math.degrees(0.9 * CU_KA1 / (size * math.cos(math.radians(t / 2))))
+    expected = math.degrees(
+        0.9 * CU_KA1 / (size * math.cos(math.radians(t / 2)))
+    )
     x, y = _peak(pat, t, 3 * expected)
     assert _fwhm(x, y) == pytest.approx(expected, rel=0.03)
 
@@ -154,7 +173,9 @@ def test_pseudo_voigt_eta_and_tails(textbook_structures):
     # one FWHM from the centre a Lorentzian keeps 1/5, a Gaussian 1/16
     i0 = np.argmin(np.abs(gauss.x - t))
     off = np.argmin(np.abs(gauss.x - (t + 0.1)))
-    assert lor.intensity[off] / lor.intensity[i0] == pytest.approx(0.2, abs=0.01)
+    assert lor.intensity[off] / lor.intensity[i0] == pytest.approx(
+        0.2, abs=0.01
+    )
     assert gauss.intensity[off] / gauss.intensity[i0] == pytest.approx(
         1 / 16, abs=0.005
     )
