@@ -20,7 +20,7 @@ from diffpy_mlsolve.errors import (  # noqa: F401 (re-exported)
     StructureError,
     WavelengthError,
 )
-from diffpy_mlsolve.version import __version__
+from diffpy_mlsolve.version import __version__  # noqa: F401
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {

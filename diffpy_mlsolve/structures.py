@@ -286,7 +286,7 @@ def as_crystal(
 
     Parameters
     ----------
-    structure : diffpy Structure, pymatgen Structure, str, Path or CrystalArrays
+    structure : diffpy or pymatgen Structure, str, Path or CrystalArrays
         The crystal; a path is read as a CIF with diffpy.structure (its
         Uiso/Biso are kept).
     standardize : bool

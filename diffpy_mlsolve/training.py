@@ -314,6 +314,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=True) -> Path:
             num_workers=cfg.workers,
             collate_fn=collate,
             drop_last=True,
+            worker_init_fn=worker_init if cfg.workers else None,
         )
         for batch in loader:
             batch = _to(batch, device)

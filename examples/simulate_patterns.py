@@ -48,7 +48,8 @@ print(f"{rho}: integrates to {rho.electrons:.2f} e (Ti2O4: 2*22 + 4*8 = 76)")
 
 gr = ms.simulate_pdf(rutile, rmax=20, qmax=25, qdamp=0.03, diameter=30)
 print(
-    f"3 nm particle PDF: G(r) = 0 beyond r = {gr.x[gr.intensity != 0].max():.2f} Å"
+    "3 nm particle PDF: G(r) = 0 beyond r = "
+    f"{gr.x[gr.intensity != 0].max():.2f} Å"
 )
 
 if len(sys.argv) > 1:

@@ -122,7 +122,9 @@ def test_pattern_of_density_matches_pattern_of_structure(
     s = textbook_structures[name]
     d = ms.electron_density(s, grid=64, dtype=F64)
     lam = 1.540593
-    top = min(150.0, 2 * np.degrees(np.arcsin(min(1, lam / (2 * d.resolution)))))
+    top = min(
+        150.0, 2 * np.degrees(np.arcsin(min(1, lam / (2 * d.resolution))))
+    )
     kw = dict(tth_range=(5, top - 1), npoints=6000, fwhm=0.08, dtype=F64)
     from_density = ms.pattern_from_density(d, lam, **kw)
     crystal = as_crystal(s)

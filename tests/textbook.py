@@ -62,7 +62,9 @@ def textbook() -> dict[str, Structure]:
     }
 
 
-def real_structures(n: int, split: str = "test") -> list[tuple[str, Structure]]:
+def real_structures(
+    n: int, split: str = "test"
+) -> list[tuple[str, Structure]]:
     """The first ``n`` rows of ../shared's table, or [] when it is absent."""
     path = SHARED / f"{split}.csv.gz"
     if not path.is_file():

@@ -19,7 +19,6 @@ import torch
 from diffpy_mlsolve.data.composition import MODES, composition_vector
 from diffpy_mlsolve.data.conditions import sample_conditions
 from diffpy_mlsolve.data.preprocess import (
-    DEFAULT_QGRID,
     QGrid,
     pattern_to_input,
 )

@@ -91,7 +91,7 @@ def split_pseudo_voigt(fwhm: float, eta: float) -> tuple[float, float]:
 
 
 def caglioti_fwhm(tth_deg, u: float, v: float, w: float):
-    """Gaussian FWHM (deg) = sqrt(U tan^2 θ + V tan θ + W), U, V, W in deg^2."""
+    """Gaussian FWHM (deg) = sqrt(U tan^2 θ + V tan θ + W); U, V, W deg^2."""
     t = torch.tan(torch.deg2rad(tth_deg) / 2)
     return torch.sqrt(torch.clamp(u * t * t + v * t + w, min=1e-12))
 
@@ -126,7 +126,8 @@ def render_peaks(
 
     Each peak is evaluated within ±``reach``·FWHM of its centre (default
     3 for Gaussian peaks, 12 when any eta > 0, which keeps 97.4 % of a
-    Lorentzian's area; the far tails merge into the background) and scattered onto the grid, so the cost is
+    Lorentzian's area; the far tails merge into the background) and
+    scattered onto the grid, so the cost is
     peaks × window, not peaks × grid points.
 
     Parameters
@@ -156,9 +157,7 @@ def render_peaks(
     centre_idx = centre_idx.clamp(-half - 1, npoints + half)
     idx = centre_idx[..., None] + offsets  # (B, K, W)
     dx = (x0 + idx.to(centers.dtype) * step) - centers[..., None]
-    vals = area[..., None] * pseudo_voigt(
-        dx, fwhm[..., None], eta[..., None]
-    )
+    vals = area[..., None] * pseudo_voigt(dx, fwhm[..., None], eta[..., None])
     pad = 2 * half + 1
     out = centers.new_zeros(bsz, npoints + 2 * pad)
     out = out.scatter_add(
