@@ -48,11 +48,12 @@ setup(
     extras_require={
         # pyobjcryst builds against Debian's libobjcryst-dev (setup.sh)
         "rietveld": ["pyobjcryst>=2024.2", "packaging"],
-        # diffpy.pdffit2 1.6 needs Python 3.12; srfit 3.2 imports six
+        # pdffit2 1.5.2 does not import on 3.11, 1.6 needs 3.12; srfit 3.2
+        # imports six without declaring it
         "pdf": [
             "diffpy.srfit>=3.2",
             "six",
-            "diffpy.pdffit2>=1.5.1,<1.6; python_version<'3.12'",
+            "diffpy.pdffit2==1.5.1; python_version<'3.12'",
             "diffpy.pdffit2>=1.5.1; python_version>='3.12'",
         ],
         "synth": ["pyxtal>=1.0"],
