@@ -188,10 +188,17 @@ def _load_cif(path: Path):
             f"Could not read a structure from {str(path)!r}: {err}. Please "
             "give a valid CIF (or another format diffpy.structure reads)."
         ) from err
-    return _diffpy_to_pymatgen(stru, label=path.name)
+    # diffpy reads a CIF without displacement columns as Uiso = 0: such
+    # sites get the default B like any structure without ADPs
+    text = path.read_text(errors="replace")
+    has_adp = _ADP_TAG.search(text) is not None
+    return _diffpy_to_pymatgen(stru, label=path.name, has_adp=has_adp)
 
 
-def _diffpy_to_pymatgen(stru, label=""):
+_ADP_TAG = re.compile(r"_atom_site_(aniso_)?[UB]_", re.IGNORECASE)
+
+
+def _diffpy_to_pymatgen(stru, label="", has_adp=True):
     from pymatgen.core import Lattice, Structure
 
     lat = stru.lattice
@@ -200,7 +207,7 @@ def _diffpy_to_pymatgen(stru, label=""):
         z = _symbol_to_z(atom.element, label)
         species.append({_z_to_symbol(z): float(atom.occupancy)})
         coords.append(np.asarray(atom.xyz, float))
-        biso.append(_B_FROM_U * float(atom.Uisoequiv))
+        biso.append(_B_FROM_U * float(atom.Uisoequiv) if has_adp else None)
     if not species:
         raise StructureError(f"Structure {label!r} has no atoms.")
     lattice = Lattice.from_parameters(

@@ -53,6 +53,7 @@ class TrainConfig:
     val_every: int = 500
     variants: int | None = None
     cache_dir: str | None = None
+    source_cache_dir: str | None = None
     workers: int = 1
     seed: int = 0
     device: str = "auto"
@@ -181,6 +182,8 @@ def _sources(cfg: TrainConfig):
     from diffpy_mlsolve.data.sources import open_source
 
     filt = dict(systems=cfg.systems, max_atoms=cfg.max_atoms)
+    if cfg.source_cache_dir:
+        filt["cache_dir"] = cfg.source_cache_dir
     train = open_source(cfg.train, limit=cfg.limit, **filt)
     val = open_source(cfg.val, limit=cfg.val_limit, **filt)
     return train, val

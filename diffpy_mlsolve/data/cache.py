@@ -27,6 +27,9 @@ from diffpy_mlsolve.errors import MLSolveError
 __all__ = ["ExampleCache"]
 
 _KEYS = ("pattern", "mask", "grid")
+# the fields of ExampleSpec a simulation depends on (points, composition
+# modes and the like are drawn afresh at read time)
+_SIMULATION_FIELDS = ("qgrid", "density_grid", "condition_mode")
 
 
 def _digest(ids) -> str:
@@ -56,8 +59,9 @@ class ExampleCache:
         self.root = Path(root)
         self.shard_size = int(shard_size)
         self.n = len(ids)
+        sim = {k: asdict(spec)[k] for k in _SIMULATION_FIELDS}
         self.key = {
-            "spec": json.loads(json.dumps(asdict(spec), default=str)),
+            "spec": json.loads(json.dumps(sim, default=str)),
             "ids": _digest(ids),
             "n": self.n,
             "shard_size": self.shard_size,

@@ -39,6 +39,9 @@ class ExampleSpec:
         Points per edge of the target density grid.
     points : int
         Fractional points sampled per example for training (0: none).
+    peak_fraction : float
+        Share of the points drawn with probability ∝ sqrt(ρ) (near atoms);
+        the rest are uniform over the grid nodes.
     condition_mode : {"realistic", "noiseless"}
     mode_weights : dict
         Probability of each composition mode.
@@ -47,6 +50,7 @@ class ExampleSpec:
     qgrid: QGrid = field(default_factory=QGrid)
     density_grid: int = 32
     points: int = 512
+    peak_fraction: float = 0.0
     condition_mode: str = "realistic"
     mode_weights: tuple[tuple[str, float], ...] = (
         ("full", 0.55),
@@ -143,9 +147,8 @@ class ExampleBuilder:
             "spacegroup": np.int64(record.spacegroup or 0),
         }
         if spec.points:
-            n = grid.shape[0]
-            idx = rng.integers(0, n, size=(spec.points, 3))
-            out["points"] = (idx / n).astype(np.float32)
+            idx = _sample_nodes(grid, spec.points, spec.peak_fraction, rng)
+            out["points"] = (idx / grid.shape[0]).astype(np.float32)
             out["density"] = grid[idx[:, 0], idx[:, 1], idx[:, 2]]
         if self.full_grid:
             out["grid"] = grid
@@ -154,6 +157,20 @@ class ExampleBuilder:
     def __call__(self, record, sim_seed, seed=None) -> dict:
         seed = sim_seed if seed is None else seed
         return self.assemble(record, self.simulate(record, sim_seed), seed)
+
+
+def _sample_nodes(grid, points, peak_fraction, rng) -> np.ndarray:
+    """Grid-node indices (points, 3): uniform, plus a share ∝ sqrt(ρ)."""
+    n = grid.shape[0]
+    k = int(round(points * peak_fraction))
+    idx = rng.integers(0, n, size=(points - k, 3))
+    if k:
+        w = np.sqrt(np.clip(grid.ravel().astype(np.float64), 0, None))
+        flat = rng.choice(w.size, size=k, p=w / w.sum())
+        idx = np.concatenate(
+            [idx, np.stack(np.unravel_index(flat, grid.shape), 1)]
+        )
+    return idx
 
 
 def collate(examples: list[dict]) -> dict:

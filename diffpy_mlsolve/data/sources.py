@@ -30,7 +30,6 @@ import numpy as np
 
 from diffpy_mlsolve.errors import DataSourceError, StructureError
 from diffpy_mlsolve.structures import (
-    DEFAULT_BISO,
     DEFAULT_SYMPREC,
     CrystalArrays,
     as_crystal,
@@ -578,7 +577,7 @@ class CifFolder(_PackedSource):
     """Structures from a folder of CIF files, one record per file.
 
     Files are read with diffpy.structure (site Uiso kept as B = 8π^2 Uiso;
-    a file with no displacements at all gets the default B).  The id of a
+    a file without displacement columns gets the default B).  The id of a
     record is the file stem.  Filters and ``workers`` are those of
     :class:`StructureTable`.
     """
@@ -640,8 +639,6 @@ def _structure_from_cif_file(path: Path):
         unknown = "element" in str(err)
         reason = "unknown element" if unknown else "CIF parse error"
         raise _Skip(reason, str(err)) from err
-    if not np.any(crystal.biso):
-        crystal = crystal.with_biso(DEFAULT_BISO)
     return to_pymatgen(crystal)
 
 
