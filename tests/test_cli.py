@@ -146,3 +146,65 @@ def test_solve_refuses_existing_out(tmp_path):
     )
     assert done.returncode == 1
     assert "--force" in done.stderr
+
+
+def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
+    """`mlsolve train` then `mlsolve evaluate` on a table written here."""
+    import gzip
+    import json
+
+    rows = ["material_id,cif"]
+    for name, s in textbook_structures.items():
+        cif = s.to(fmt="cif").replace('"', '""')
+        rows.append(f'tb-{name},"{cif}"')
+    table = tmp_path / "tiny.csv.gz"
+    with gzip.open(table, "wt") as fh:
+        fh.write("\n".join(rows) + "\n")
+    config = {
+        "train": str(table),
+        "val": str(table),
+        "val_limit": 2,
+        "batch_size": 4,
+        "steps": 3,
+        "val_every": 3,
+        "warmup": 1,
+        "workers": 0,
+        "spec": {"density_grid": 12, "points": 32},
+        "model": {
+            "width": 32,
+            "blocks": 1,
+            "latent": 16,
+            "conv_channels": 4,
+            "conv_layers": 3,
+            "fourier_extra": 8,
+        },
+    }
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(config))
+    run_dir = tmp_path / "run"
+    done = run("train", "--config", cfg, "--out", run_dir, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run_dir / "best" / "weights.pt").is_file()
+    again = run("train", "--config", cfg, "--out", run_dir)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    report = tmp_path / "report.json"
+    done = run(
+        "evaluate",
+        "--structures",
+        table,
+        "--model",
+        run_dir / "best",
+        "--limit",
+        "3",
+        "--grid",
+        "12",
+        "--samples",
+        "2",
+        "--out",
+        report,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["n"] == 3
+    assert -1 <= data["density"]["reference"]["ssim_mean"] <= 1
+    assert "single" in data["density"] and "control" in data["density"]
