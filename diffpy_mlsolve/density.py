@@ -63,6 +63,51 @@ class Density:
         """∫ρ dV over the cell (electrons)."""
         return float(self.values.mean() * self.volume)
 
+    def write_xsf(self, path) -> None:
+        """Write an XSF file (VESTA, XCrySDen): the cell and a periodic
+        3D datagrid in e/Å^3 (the first plane repeated at the far faces,
+        as XSF's general grid wants)."""
+        import torch
+
+        from diffpy_mlsolve.physics.lattice import lattice_matrix
+
+        vecs = lattice_matrix(torch.tensor(self.lattice)).numpy()
+        vals = np.pad(self.values, ((0, 1), (0, 1), (0, 1)), mode="wrap")
+        n = vals.shape
+        lines = ["CRYSTAL", "PRIMVEC"]
+        lines += [" ".join(f"{v:.8f}" for v in row) for row in vecs]
+        lines += [
+            "BEGIN_BLOCK_DATAGRID_3D",
+            f" {self.label or 'density'}",
+            " BEGIN_DATAGRID_3D_electron_density",
+            f"  {n[0]} {n[1]} {n[2]}",
+            "  0.0 0.0 0.0",
+        ]
+        lines += ["  " + " ".join(f"{v:.8f}" for v in row) for row in vecs]
+        # XSF runs the first index fastest
+        flat = vals.transpose(2, 1, 0).ravel()
+        for i in range(0, flat.size, 6):
+            lines.append(" ".join(f"{v:.6e}" for v in flat[i : i + 6]))
+        lines += [" END_DATAGRID_3D", "END_BLOCK_DATAGRID_3D", ""]
+        _atomic_write(path, "\n".join(lines))
+
+    def write_ccp4(self, path) -> None:
+        """Write a CCP4/MRC map (gemmi), axes a, b, c, in e/Å^3."""
+        import gemmi
+
+        grid = gemmi.FloatGrid(
+            np.ascontiguousarray(self.values, dtype=np.float32)
+        )
+        grid.set_unit_cell(gemmi.UnitCell(*map(float, self.lattice)))
+        ccp4 = gemmi.Ccp4Map()
+        ccp4.grid = grid
+        ccp4.update_ccp4_header()
+        tmp = f"{path}.tmp"
+        ccp4.write_ccp4_map(tmp)
+        import os
+
+        os.replace(tmp, path)
+
     def __repr__(self) -> str:
         n = "x".join(map(str, self.grid))
         res = f", d_min={self.resolution:.3f} Å" if self.resolution else ""
@@ -70,3 +115,12 @@ class Density:
             f"Density({self.label or 'cell'}, grid {n}, "
             f"{self.electrons:.1f} e{res})"
         )
+
+
+def _atomic_write(path, text: str) -> None:
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -264,9 +264,10 @@ class SolveResult:
         """Write the run into ``out_dir``: CIFs and ``report.json``.
 
         Writes ``candidate_NN.cif`` for every candidate with a structure,
-        ``best.cif`` for :attr:`best` and ``report.json`` (inputs,
-        settings, versions, per-candidate figures and the files written).
-        Density maps and fit plots are not written yet.
+        ``best.cif`` for :attr:`best`, ``density_NN.map`` (CCP4) and
+        ``density_NN.xsf`` (VESTA) for every candidate with a density, and
+        ``report.json`` (inputs, settings, versions, per-candidate figures
+        and the files written).  Fit plots are not written yet.
 
         Parameters
         ----------
@@ -308,6 +309,11 @@ class SolveResult:
         best = self._best_or_none()
         for entry, cand in zip(report["candidates"], self.candidates):
             entry["cif"] = None
+            if cand.density is not None:
+                stem = f"density_{cand.rank:02d}"
+                cand.density.write_ccp4(out / f"{stem}.map")
+                cand.density.write_xsf(out / f"{stem}.xsf")
+                entry["density_maps"] = [f"{stem}.map", f"{stem}.xsf"]
             if cand.structure is None:
                 continue
             name = f"candidate_{cand.rank:02d}.cif"

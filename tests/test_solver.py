@@ -1,0 +1,98 @@
+"""The crystalnet solver end to end with a (tiny, untrained) checkpoint:
+inputs as the user gives them, candidate densities, and the files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import diffpy_mlsolve as ms
+from diffpy_mlsolve.errors import OutputExistsError, WavelengthError
+from diffpy_mlsolve.model.checkpoint import save_checkpoint
+from diffpy_mlsolve.model.network import CrystalNet, ModelConfig
+from diffpy_mlsolve.training import TrainConfig
+
+SMALL = ModelConfig(
+    width=32,
+    blocks=1,
+    latent=16,
+    conv_channels=4,
+    conv_layers=3,
+    fourier_extra=8,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    cfg = TrainConfig(model=SMALL)
+    return save_checkpoint(path, CrystalNet(SMALL), cfg.to_dict(), {})
+
+
+@pytest.fixture(scope="module")
+def nacl_pattern(textbook_structures):
+    return ms.simulate_pxrd(
+        textbook_structures["NaCl"], "CuKa1", counts=1e5, seed=0
+    )
+
+
+def test_solve_returns_candidate_densities(checkpoint, nacl_pattern):
+    solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
+    cell = (5.64, 5.64, 5.64, 90, 90, 90)
+    res = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=3, grid=16)
+    assert [c.rank for c in res.candidates] == [1, 2, 3]
+    for cand in res.candidates:
+        assert cand.density.values.shape == (16, 16, 16)
+        np.testing.assert_allclose(cand.density.lattice, cell)
+        assert cand.structure is None and "site picking" in cand.failed
+    first, second = (c.density.values for c in res.candidates[:2])
+    assert not np.allclose(first, second)  # mean latent vs a sample
+    again = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=1, grid=16)
+    np.testing.assert_array_equal(again.candidates[0].density.values, first)
+
+
+def test_2theta_pattern_without_wavelength_is_refused(
+    checkpoint, nacl_pattern
+):
+    bare = ms.Pattern.from_arrays(nacl_pattern.x, nacl_pattern.intensity)
+    solver = ms.get_solver("crystalnet", weights=checkpoint)
+    with pytest.raises(WavelengthError, match="wavelength"):
+        solver.solve(bare, "NaCl", (5.64, 5.64, 5.64, 90, 90, 90))
+
+
+def test_write_maps_and_report(checkpoint, nacl_pattern, tmp_path):
+    import json
+
+    import gemmi
+
+    solver = ms.get_solver("crystalnet", weights=checkpoint)
+    res = solver.solve(
+        nacl_pattern,
+        "NaCl",
+        (5.64, 5.64, 5.64, 90, 90, 90),
+        n_candidates=2,
+        grid=12,
+    )
+    out = res.write(tmp_path / "res")
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"][0]["density_maps"] == [
+        "density_01.map",
+        "density_01.xsf",
+    ]
+    ccp4 = gemmi.read_ccp4_map(str(out / "density_01.map"))
+    assert ccp4.grid.unit_cell.a == pytest.approx(5.64)
+    values = res.candidates[0].density.values
+    np.testing.assert_allclose(
+        np.array(ccp4.grid, copy=False), values, rtol=1e-5, atol=1e-5
+    )
+    xsf = (out / "density_01.xsf").read_text().split("\n")
+    start = xsf.index(" BEGIN_DATAGRID_3D_electron_density")
+    assert xsf[start + 1].split() == ["13", "13", "13"]
+    assert float(xsf[start + 6].split()[0]) == pytest.approx(
+        values[0, 0, 0], rel=1e-5, abs=1e-6
+    )
+    with pytest.raises(OutputExistsError):
+        res.write(tmp_path / "res")
