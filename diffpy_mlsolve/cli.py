@@ -62,7 +62,10 @@ def _cmd_solve(args) -> int:
     if out is not None:
         _check_new_output(out, args.force)
     pattern = ms.load_pattern(args.pattern, wavelength=args.wavelength)
-    solver = ms.get_solver(args.solver, device=args.device)
+    settings = {"device": args.device}
+    if args.model:
+        settings["weights"] = args.model
+    solver = ms.get_solver(args.solver, **settings)
     result = solver.solve(
         pattern,
         composition=args.composition,
@@ -73,7 +76,9 @@ def _cmd_solve(args) -> int:
         result.write(out, force=args.force)
         print(f"wrote {out}")
     for cand in result.candidates:
-        print(cand)
+        what = cand.density if cand.density is not None else ""
+        note = f" ({cand.failed})" if cand.failed else ""
+        print(f"candidate {cand.rank}: {what}{note}")
     return 0
 
 
@@ -236,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--candidates", type=int, default=5, help="candidates (5)")
     p.add_argument("--solver", default="crystalnet", help="solver plugin")
+    p.add_argument(
+        "--model", help="checkpoint folder (default: the shipped model)"
+    )
     p.add_argument("--out", help="output folder (CIFs, maps, report.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--force", action="store_true", help="overwrite --out")
