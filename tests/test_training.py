@@ -309,3 +309,38 @@ def test_epoch_sampler_shards(n):
     late = EpochSampler(n, 3, 1, 0, 2, start=2)
     assert list(late) == ranks[0][2:]
     assert len(late) == n // 2 - 2
+
+
+def test_bf16_autocast_step_runs_on_cpu(tmp_path):
+    """``amp: true`` (bf16 autocast) trains on the CPU as on a GPU."""
+    import torch
+
+    from diffpy_mlsolve.model.network import CrystalNet, ModelConfig
+    from diffpy_mlsolve.training import TrainConfig, loss_terms
+
+    cfg = TrainConfig(amp=True)
+    small = ModelConfig(
+        width=16,
+        blocks=1,
+        latent=8,
+        conv_channels=4,
+        conv_layers=2,
+        fourier_extra=4,
+    )
+    model = CrystalNet(small)
+    b, p = 2, 16
+    batch = {
+        "pattern": torch.rand(b, 200),
+        "mask": torch.ones(b, 200, dtype=torch.bool),
+        "composition": torch.rand(b, 99),
+        "comp_mode": torch.zeros(b, dtype=torch.long),
+        "lattice": torch.rand(b, 6),
+        "points": torch.rand(b, p, 3),
+        "density": torch.rand(b, p),
+        "rho_max": torch.full((b,), 10.0),
+    }
+    with torch.autocast("cpu", torch.bfloat16):
+        terms = loss_terms(model, batch, cfg)
+    terms["loss"].backward()
+    grads = [q.grad for q in model.parameters() if q.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
