@@ -106,7 +106,7 @@ def find_peaks_skimage(values, threshold: float = 0.05, max_peaks=256):
     the same sub-voxel step; returns :class:`Peaks`."""
     from skimage.feature import peak_local_max
 
-    rho = np.asarray(values, float)
+    rho = np.array(values, dtype=float)  # a writable copy
     n = rho.shape[0]
     padded = np.pad(rho, 1, mode="wrap")
     coords = peak_local_max(
