@@ -15,7 +15,6 @@ from pathlib import Path
 from diffpy_mlsolve.errors import (
     MLSolveError,
     OutputExistsError,
-    PatternFormatError,
 )
 from diffpy_mlsolve.version import __version__
 
@@ -118,11 +117,6 @@ def _cmd_simulate(args) -> int:
             device=args.device,
         )
     else:
-        if args.wavelength is None:
-            raise PatternFormatError(
-                "A powder pattern needs its wavelength. Please pass "
-                "--wavelength in Å or a source name such as CuKa1."
-            )
         pattern = ms.simulate_pxrd(
             args.structure,
             wavelength=args.wavelength,

@@ -89,6 +89,12 @@ def resolve_radiation(value, *, what: str = "wavelength") -> Radiation:
     """
     if isinstance(value, Radiation):
         return value
+    if value is None:
+        raise WavelengthError(
+            f"No {what} given: a powder pattern needs its wavelength (it is "
+            "never assumed). Please pass it in Å or as a source name, e.g. "
+            "1.5406 or 'CuKa1' (--wavelength on the command line)."
+        )
     if isinstance(value, str):
         key = value.strip().replace("α", "a").replace("-", "").lower()
         key = key.replace("alpha", "a")

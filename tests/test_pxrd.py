@@ -278,6 +278,7 @@ def test_gradients_flow_to_cell_and_coordinates(textbook_structures):
     "kwargs, error, match",
     [
         (dict(wavelength=0.0), WavelengthError, "positive wavelength"),
+        (dict(wavelength=None), WavelengthError, "needs its wavelength"),
         (dict(wavelength="CuKb9"), WavelengthError, "Unknown X-ray source"),
         (dict(tth_range=(5, 200)), PhysicsInputError, "<= 180"),
         (dict(tth_range=(50, 10)), PhysicsInputError, "start < end"),
