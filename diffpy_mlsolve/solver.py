@@ -49,7 +49,7 @@ __all__ = [
 # files SolveResult.write owns in its folder (replaced under force=True)
 _OWN_FILES = re.compile(
     r"^(best\.cif|report\.json|candidate_\d+\.cif|density_\d+\.(map|xsf)"
-    r"|fit_\d+\.png)$"
+    r"|fit_\d+\.png|density_\d+\.png)$"
 )
 
 
@@ -109,6 +109,59 @@ class RefinementResult:
         """``yobs - ycalc``."""
         return self.yobs - self.ycalc
 
+    def plot(self, path=None, ax=None, title: str | None = None):
+        """Observed, calculated and difference curves.
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            Save the figure there (PNG) and close it.
+        ax : matplotlib Axes, optional
+            Draw into it instead of a new figure.
+        title : str, optional
+
+        Returns
+        -------
+        matplotlib Axes
+        """
+        import matplotlib
+
+        if ax is None and path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+        units = {
+            "tth": "2θ (deg)",
+            "q": "Q (Å$^{-1}$)",
+            "r": "r (Å)",
+            "d": "d (Å)",
+        }
+        xtype = self.settings.get("xtype", "tth")
+        span = float(np.ptp(self.yobs)) or 1.0
+        offset = float(self.yobs.min()) - 0.15 * span
+        ax.plot(self.x, self.yobs, ".", ms=2, color="tab:blue", label="obs")
+        ax.plot(self.x, self.ycalc, "-", lw=1, color="tab:red", label="calc")
+        ax.plot(
+            self.x,
+            self.ydiff + offset,
+            "-",
+            lw=0.8,
+            color="tab:gray",
+            label="obs − calc",
+        )
+        ax.set_xlabel(units.get(xtype, "x"))
+        ax.set_ylabel("G(r) (Å$^{-2}$)" if xtype == "r" else "intensity")
+        label = "Rw" if xtype == "r" else "Rwp"
+        ax.set_title(title or f"{label} = {self.rwp:.4f}")
+        ax.legend(loc="upper right", frameon=False)
+        if path is not None:
+            (fig or ax.figure).savefig(str(path), dpi=120, bbox_inches="tight")
+            plt.close(fig or ax.figure)
+        return ax
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Candidate:
@@ -131,6 +184,13 @@ class Candidate:
         Space-group symbol found by spglib.
     failed : str or None
         Why this candidate has no usable structure, or None.
+    symmetry : SymmetrizedStructure or None
+        Space group and asymmetric unit (written to the CIF).
+    refinement : RefinementResult or None
+        The refinement behind ``rwp``, when refined.
+    info : Mapping
+        Further figures for the report (formula units, shortest distance,
+        peak-height misfit, ...).
     """
 
     rank: int
@@ -140,6 +200,12 @@ class Candidate:
     rwp: float | None = None
     spacegroup: str | None = None
     failed: str | None = None
+    symmetry: Any = None
+    refinement: Any = None
+    info: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "info", _frozen_mapping(self.info))
 
     def _require_structure(self):
         if self.structure is None:
@@ -255,6 +321,9 @@ class SolveResult:
                     "failed": c.failed,
                     "has_structure": c.structure is not None,
                     "has_density": c.density is not None,
+                    **_symmetry_report(c.symmetry),
+                    **dict(c.info),
+                    **_refinement_report(c.refinement),
                 }
                 for c in self.candidates
             ],
@@ -265,9 +334,12 @@ class SolveResult:
 
         Writes ``candidate_NN.cif`` for every candidate with a structure,
         ``best.cif`` for :attr:`best`, ``density_NN.map`` (CCP4) and
-        ``density_NN.xsf`` (VESTA) for every candidate with a density, and
-        ``report.json`` (inputs, settings, versions, per-candidate figures
-        and the files written).  Fit plots are not written yet.
+        ``density_NN.xsf`` (VESTA) and ``density_NN.png`` (slices with
+        the picked sites) for every candidate with a density,
+        ``fit_NN.png`` (obs/calc/difference) for every refined candidate,
+        and ``report.json`` (inputs, settings, versions, per-candidate
+        figures and the files written).  CIFs carry the space group and
+        asymmetric unit when the candidate has one.
 
         Parameters
         ----------
@@ -313,23 +385,105 @@ class SolveResult:
                 stem = f"density_{cand.rank:02d}"
                 cand.density.write_ccp4(out / f"{stem}.map")
                 cand.density.write_xsf(out / f"{stem}.xsf")
+                _plot_density(cand, out / f"{stem}.png")
                 entry["density_maps"] = [f"{stem}.map", f"{stem}.xsf"]
+                entry["density_plot"] = f"{stem}.png"
+            if cand.refinement is not None:
+                name = f"fit_{cand.rank:02d}.png"
+                cand.refinement.plot(
+                    out / name,
+                    title=f"candidate {cand.rank}: "
+                    f"R = {cand.refinement.rwp:.4f}",
+                )
+                entry["fit_plot"] = name
             if cand.structure is None:
                 continue
             name = f"candidate_{cand.rank:02d}.cif"
-            _write_cif(cand.structure, out / name)
+            _write_cif(cand, out / name)
             entry["cif"] = name
         if best is not None:
-            _write_cif(best.structure, out / "best.cif")
+            _write_cif(best, out / "best.cif")
             report["best_cif"] = "best.cif"
         text = json.dumps(report, indent=2, default=_jsonable)
         (out / "report.json").write_text(text + "\n", encoding="utf-8")
         return out
 
 
-def _write_cif(structure, path: Path) -> None:
+def _symmetry_report(sym) -> dict:
+    if sym is None:
+        return {}
+    return {
+        "spacegroup_number": sym.number,
+        "lattice": list(sym.lattice),
+        "asymmetric_unit": [
+            {
+                "element": e,
+                "wyckoff": w,
+                "xyz": [round(float(v), 5) for v in x],
+            }
+            for e, w, x in zip(sym.elements, sym.wyckoff, sym.frac)
+        ],
+        "symprec": sym.symprec,
+    }
+
+
+def _refinement_report(ref) -> dict:
+    if ref is None:
+        return {}
+    return {
+        "gof": ref.gof,
+        "refinement": {
+            k: v for k, v in dict(ref.settings).items() if k != "xtype"
+        },
+    }
+
+
+def _plot_density(cand, path: Path) -> None:
+    """Three central slices of the density, with the picked sites."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(cand.density.values)
+    n = values.shape[0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    sites = None
+    if cand.symmetry is not None:
+        els, frac, _, _ = cand.symmetry.expand()
+        sites = (els, frac)
+    for axis, ax in enumerate(axes):
+        # the slice through the highest peak along this axis
+        k = int(np.unravel_index(np.argmax(values), values.shape)[axis])
+        img = np.take(values, k, axis=axis)
+        ax.imshow(img.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
+        names = "abc".replace("abc"[axis], "")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_title(f"{'abc'[axis]} = {k / n:.3f}")
+        if sites is not None:
+            dims = [d for d in range(3) if d != axis]
+            near = np.abs(((sites[1][:, axis] - k / n) + 0.5) % 1 - 0.5)
+            for el, x, d in zip(sites[0], sites[1], near):
+                if d < 0.5 / n + 0.02:
+                    ax.plot(x[dims[0]], x[dims[1]], "r+", ms=8)
+                    ax.annotate(
+                        el, (x[dims[0]], x[dims[1]]), color="w", fontsize=7
+                    )
+    fig.suptitle(f"candidate {cand.rank}: ρ (e/Å$^3$)")
+    fig.savefig(str(path), dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _write_cif(cand: Candidate, path: Path) -> None:
+    """The candidate's CIF: with its space group and asymmetric unit when
+    it has them, else the cell's atoms in P1."""
+    if cand.symmetry is not None:
+        cand.symmetry.write_cif(path, name=path.stem)
+        return
     from diffpy.structure import Structure as DiffpyStructure
 
+    structure = cand.structure
     if not isinstance(structure, DiffpyStructure):  # e.g. pymatgen
         from diffpy_mlsolve.structures import as_crystal, to_diffpy
 

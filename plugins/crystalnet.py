@@ -12,11 +12,14 @@ The method of Guo et al., npj Comput. Mater. 10 (2024), "CrystalNet":
 5. rank the candidates by how well their simulated pattern matches the
    data.
 
-Steps 1-3 run here (:mod:`diffpy_mlsolve.model.predict`); without a
+Steps 1-3 run in :mod:`diffpy_mlsolve.model.predict`, step 4 in
+:mod:`diffpy_mlsolve.atoms`, the quick R factor of step 5 in
+:mod:`diffpy_mlsolve.rfactor`; with ``refine="rietveld"`` (or ``"pdf"``)
+every candidate is refined and ranked by its refined Rwp.  Without a
 shipped or given model :meth:`CrystalNetSolver.solve` raises
 :class:`ModelNotAvailableError` instead of returning made-up candidates.
-Steps 4-5 arrive with the site-picking issue: until then candidates hold
-densities, no atoms, and say so in ``failed``.
+A candidate whose density yields no structure is kept, flagged with the
+reason in ``failed``.
 """
 
 from __future__ import annotations
@@ -73,44 +76,61 @@ class CrystalNetSolver(DensitySolver):
         n_candidates: int = 5,
         *,
         composition_mode: str = "full",
+        formula_units: int | None = None,
         grid: int | None = None,
         seed: int = 0,
+        refine: str | None = None,
+        refine_settings: dict | None = None,
         **kw,
     ) -> SolveResult:
-        """Propose ``n_candidates`` electron densities for ``pattern``.
+        """Propose ``n_candidates`` structures for ``pattern``.
 
         Parameters
         ----------
         pattern : Pattern
             The measured powder pattern (2θ with its wavelength, Q or d).
         composition : str or Mapping
-            The cell contents, e.g. ``"NaCl"``.
+            The element ratios, e.g. ``"NaCl"``.
         lattice : sequence of 6 floats
             a, b, c in Å and alpha, beta, gamma in degrees of the
             conventional standard cell.
         n_candidates : int
-            Candidate 1 is the mean latent, the others latent samples.
+            Candidate densities: the mean latent, then latent samples.
         composition_mode : {"full", "elements"}
-            "elements" uses only which elements are present.
+            "elements" gives the network only which elements are present.
+        formula_units : int, optional
+            Formula units per cell (Z); default: from the electron count
+            of each predicted density.
         grid : int, optional
             Density grid points per edge (default: the model's).
         seed : int
             Seed of the latent samples.
+        refine : str, optional
+            A refiner name ("rietveld", "pdf"): refine every candidate
+            and rank by the refined Rwp.
+        refine_settings : dict, optional
+            Passed to the refiner.
+        **kw
+            Passed to :func:`diffpy_mlsolve.atoms.structure_from_density`
+            (``min_distance``, ``threshold``, ``symprec``).
 
         Returns
         -------
         SolveResult
-            Candidates carry their Density; atom sites (``structure``)
-            arrive with the site-picking step and are None until then,
-            with the reason in ``failed``.
+            Ranked by refined Rwp when refined, else by the quick pattern
+            R factor; the same structure found twice is ranked after the
+            distinct ones.
 
         Raises
         ------
         ModelNotAvailableError
             If no trained model is shipped and none was given.
+        StructureError
+            When the composition cannot fill the cell with the given
+            ``formula_units``.
         """
         from diffpy_mlsolve.model.predict import DensityPredictor
-        from diffpy_mlsolve.solver import Candidate
+        from diffpy_mlsolve.ranking import candidates_from_densities
 
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
         predictor = self._predictor or DensityPredictor(
@@ -119,10 +139,14 @@ class CrystalNetSolver(DensitySolver):
         self._predictor = predictor
         batch = predictor.batch(pattern, composition, cell, composition_mode)
         densities = predictor.predict(batch, cell, n_candidates, grid, seed)
-        why = "site picking from densities is not implemented yet"
-        candidates = tuple(
-            Candidate(rank=i + 1, density=d, failed=why)
-            for i, d in enumerate(densities)
+        candidates = candidates_from_densities(
+            densities,
+            pattern,
+            composition,
+            formula_units=formula_units,
+            refine=refine,
+            refine_settings=refine_settings,
+            **kw,
         )
         return SolveResult(
             candidates=candidates,
@@ -131,6 +155,7 @@ class CrystalNetSolver(DensitySolver):
                 "composition": str(composition),
                 "lattice": cell,
                 "composition_mode": composition_mode,
+                "formula_units": formula_units,
             },
             settings={
                 "solver": "crystalnet",
@@ -138,6 +163,7 @@ class CrystalNetSolver(DensitySolver):
                 "device": str(predictor.device),
                 "n_candidates": n_candidates,
                 "seed": seed,
+                "refine": refine,
                 "model_meta": {
                     k: predictor.meta.get(k) for k in ("step", "val")
                 },

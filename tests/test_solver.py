@@ -39,7 +39,11 @@ def nacl_pattern(textbook_structures):
     )
 
 
-def test_solve_returns_candidate_densities(checkpoint, nacl_pattern):
+def _by_sample(res):
+    return {c.info.get("density_sample", c.rank): c for c in res.candidates}
+
+
+def test_solve_returns_ranked_candidates(checkpoint, nacl_pattern):
     solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
     cell = (5.64, 5.64, 5.64, 90, 90, 90)
     res = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=3, grid=16)
@@ -47,8 +51,18 @@ def test_solve_returns_candidate_densities(checkpoint, nacl_pattern):
     for cand in res.candidates:
         assert cand.density.values.shape == (16, 16, 16)
         np.testing.assert_allclose(cand.density.lattice, cell)
-        assert cand.structure is None and "site picking" in cand.failed
-    first, second = (c.density.values for c in res.candidates[:2])
+        if cand.failed is None:  # atoms in the ratio of the composition
+            elements = [a.element for a in cand.structure]
+            assert elements.count("Na") == elements.count("Cl") > 0
+            assert cand.spacegroup and cand.pattern_rfactor is not None
+        else:  # an untrained model's density may give no structure
+            assert cand.structure is None and "peaks" in cand.failed
+    # usable candidates come first, ordered by their score
+    usable = [c for c in res.candidates if c.failed is None]
+    assert res.candidates[: len(usable)] == tuple(usable)
+    by_sample = _by_sample(res)
+    assert sorted(by_sample) == [1, 2, 3]
+    first, second = (by_sample[i].density.values for i in (1, 2))
     assert not np.allclose(first, second)  # mean latent vs a sample
     again = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=1, grid=16)
     np.testing.assert_array_equal(again.candidates[0].density.values, first)

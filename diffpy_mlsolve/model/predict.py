@@ -117,6 +117,7 @@ class DensityPredictor:
                 metadata={
                     "latent": "mean" if i == 0 else f"sample {i}",
                     "model": str(self.path),
+                    "target_grid": int(self.spec.density_grid),
                 },
             )
             for i, r in enumerate(rho)

@@ -1,0 +1,228 @@
+"""From candidate densities to ranked candidate structures.
+
+Each density becomes atoms and a space group
+(:func:`diffpy_mlsolve.atoms.structure_from_density`); a density that
+cannot (too few peaks, no way to fill the cell) stays a candidate flagged
+with the reason.  Every structure gets the quick pattern R factor
+(:func:`diffpy_mlsolve.rfactor.pattern_rfactor`) and, when asked, a
+refinement by a refiner plugin.  The ranking score is the refined Rwp (or
+the quick R factor) plus a penalty for implausibly short contacts; the
+same structure found twice ranks after the distinct ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from diffpy_mlsolve.errors import MLSolveError, StructureError
+from diffpy_mlsolve.solver import Candidate
+
+__all__ = ["candidates_from_densities", "contact_ratio", "rank_candidates"]
+
+# shortest contact / (sum of atomic radii) below which a penalty applies
+PLAUSIBLE_CONTACT = 0.7
+
+
+def contact_ratio(structure) -> float:
+    """The shortest interatomic distance over the sum of the two atoms'
+    radii (pymatgen's atomic radii); inf for one atom."""
+    from pymatgen.core import Element
+
+    from diffpy_mlsolve.atoms import _lattice_matrix, _pair_distances
+    from diffpy_mlsolve.structures import _z_to_symbol, as_crystal
+
+    c = as_crystal(structure, standardize=False)
+    if c.natoms < 2:
+        return math.inf
+    radii = np.array(
+        [Element(_z_to_symbol(z)).atomic_radius or 1.0 for z in c.numbers],
+        float,
+    )
+    dist = _pair_distances(c.frac, _lattice_matrix(c.lattice))
+    # an atom's distance to its own images
+    np.fill_diagonal(dist, min(c.lattice[:3]))
+    return float((dist / (radii[:, None] + radii[None, :])).min())
+
+
+def _score(cand: Candidate) -> float:
+    r = cand.rwp if cand.rwp is not None else cand.pattern_rfactor
+    r = 1.0 if r is None or not math.isfinite(r) else r
+    ratio = cand.info.get("contact_ratio", math.inf)
+    return r + max(0.0, PLAUSIBLE_CONTACT - ratio)
+
+
+def _same(a, b) -> bool:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5)
+    return bool(matcher.fit(a.to_pymatgen(), b.to_pymatgen()))
+
+
+def rank_candidates(candidates) -> tuple[Candidate, ...]:
+    """Ranks 1, 2, ...: usable candidates by score, repeats of an earlier
+    structure after the distinct ones, failed candidates last."""
+    usable = [c for c in candidates if c.failed is None]
+    failed = [c for c in candidates if c.failed is not None]
+    usable.sort(key=_score)
+    distinct, repeats = [], []
+    for cand in usable:
+        same = next((d for d in distinct if _same(cand, d)), None)
+        if same is None:
+            distinct.append(cand)
+        else:
+            repeats.append((cand, same))
+    ordered = [(c, None) for c in distinct] + repeats
+    ordered += [(c, None) for c in failed]
+    out = []
+    for rank, (cand, same) in enumerate(ordered, start=1):
+        info = dict(cand.info)
+        info["density_sample"] = cand.rank
+        if same is not None:
+            info["same_as_sample"] = same.rank
+        out.append(_replace(cand, rank=rank, info=info))
+    return tuple(out)
+
+
+def _replace(cand: Candidate, **changes) -> Candidate:
+    from dataclasses import replace
+
+    return replace(cand, **changes)
+
+
+def _rfactor(sym, pattern):
+    from diffpy_mlsolve.rfactor import pattern_rfactor
+
+    try:
+        return pattern_rfactor(sym.to_crystal(), pattern), None
+    except MLSolveError as err:  # no wavelength, a PDF, ...
+        return None, str(err)
+
+
+def _candidate(i, density, pattern, composition, formula_units, kw):
+    """One candidate from one density; with Z unknown, each plausible Z
+    near the density's electron count is tried and the best quick R
+    factor (plus the short-contact penalty) wins."""
+    from diffpy_mlsolve.atoms import (
+        formula_unit_options,
+        structure_from_density,
+    )
+
+    electrons = float(np.mean(density.values) * density.volume)
+    if formula_units is None:
+        options = formula_unit_options(composition, density.volume, electrons)
+        options = options or [None]  # cell_contents then says why
+    else:
+        options = [formula_units]
+    tried, errors = [], []
+    for z in options:
+        try:
+            sym, sites = structure_from_density(
+                density, composition, formula_units=z, **kw
+            )
+        except StructureError as err:
+            errors.append(str(err))
+            continue
+        rfac, skipped = _rfactor(sym, pattern)
+        ratio = contact_ratio(sym.to_crystal())
+        score = (1.0 if rfac is None else rfac) + max(
+            0.0, PLAUSIBLE_CONTACT - ratio
+        )
+        tried.append((score, z, sym, sites, rfac, skipped))
+    if not tried:
+        return Candidate(rank=i, density=density, failed=" / ".join(errors))
+    tried.sort(key=lambda t: t[0])
+    _, z, sym, sites, rfac, skipped = tried[0]
+    structure = sym.to_diffpy()
+    info = {
+        "formula_units_tried": [t[1] for t in tried],
+        "formula": "".join(f"{e}{n}" for e, n in sites.contents.items()),
+        "electrons_in_density": electrons,
+        "peak_height_misfit": sites.misfit,
+        "contact_ratio": contact_ratio(structure),
+    }
+    if skipped:
+        info["pattern_rfactor_skipped"] = skipped
+    return Candidate(
+        rank=i,
+        structure=structure,
+        density=density,
+        pattern_rfactor=rfac,
+        spacegroup=sym.symbol,
+        symmetry=sym,
+        info=info,
+    )
+
+
+def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:
+    from diffpy_mlsolve.symmetry import find_symmetry
+
+    try:
+        ref = cand.refine(refiner, pattern, **settings)
+    except MLSolveError:
+        raise  # bad input: the user must see it
+    except Exception as err:  # a refinement that diverged or crashed
+        info = dict(cand.info)
+        info["refinement_failed"] = f"{type(err).__name__}: {err}"
+        return _replace(cand, info=info)
+    try:
+        sym = find_symmetry(ref.structure, symprec=(1e-3, 0.01, 0.05))
+    except StructureError:
+        sym = None
+    info = dict(cand.info)
+    info["contact_ratio"] = contact_ratio(ref.structure)
+    return _replace(
+        cand,
+        structure=ref.structure,
+        rwp=ref.rwp,
+        refinement=ref,
+        symmetry=sym,
+        spacegroup=sym.symbol if sym is not None else cand.spacegroup,
+        info=info,
+    )
+
+
+def candidates_from_densities(
+    densities,
+    pattern,
+    composition,
+    *,
+    formula_units=None,
+    refine=None,
+    refine_settings=None,
+    **kw,
+) -> tuple[Candidate, ...]:
+    """Ranked candidates from a list of densities.
+
+    Parameters
+    ----------
+    densities : list of Density
+    pattern : Pattern
+        The measured data (for the R factor and refinement).
+    composition : str or Mapping
+    formula_units : int, optional
+    refine : str or Refiner, optional
+        Refine every usable candidate with this refiner.
+    refine_settings : dict, optional
+    **kw
+        Passed to :func:`~diffpy_mlsolve.atoms.structure_from_density`.
+    """
+    cands = [
+        _candidate(i + 1, d, pattern, composition, formula_units, kw)
+        for i, d in enumerate(densities)
+    ]
+    if refine is not None:
+        if isinstance(refine, str):
+            from diffpy_mlsolve.plugins import get_refiner
+
+            refine = get_refiner(refine)
+        cands = [
+            (
+                _refined(c, refine, pattern, dict(refine_settings or {}))
+                if c.failed is None
+                else c
+            )
+            for c in cands
+        ]
+    return rank_candidates(cands)

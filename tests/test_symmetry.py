@@ -1,0 +1,86 @@
+"""Space groups of atom sets: the tolerance ladder, Wyckoff snapping,
+expansion and CIFs with their symmetry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from diffpy_mlsolve.errors import StructureError
+from diffpy_mlsolve.structures import CrystalArrays, as_crystal
+from diffpy_mlsolve.symmetry import find_symmetry
+
+GROUPS = {
+    "NaCl": (225, ("4a", "4b")),
+    "CsCl": (221, ("1a", "1b")),
+    "CaF2": (225, ("4a", "8c")),
+    "ZnS": (216, ("4a", "4c")),
+    "SrTiO3": (221, ("1a", "1b", "3c")),
+    "Al2O3": (167, ("12c", "18e")),
+    "Bi2Se3": (166, ("3a", "6c", "6c")),
+    "TiO2": (136, ("2a", "4f")),
+}
+
+
+def _shaken(crystal, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    shift = rng.normal(0, sigma, crystal.frac.shape) / crystal.lattice[:3]
+    return CrystalArrays(
+        crystal.lattice,
+        np.mod(crystal.frac + shift, 1),
+        crystal.numbers,
+        crystal.occupancy,
+        crystal.biso,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_group_found_and_sites_snapped(textbook_structures, name):
+    truth = as_crystal(textbook_structures[name])
+    sym = find_symmetry(_shaken(truth, 0.03))  # 0.03 Å errors per axis
+    number, wyckoff = GROUPS[name]
+    assert sym.number == number
+    # letters depend on the origin chosen; multiplicities do not
+    assert sorted(w[:-1] for w in sym.wyckoff) == sorted(
+        w[:-1] for w in wyckoff
+    )
+    full = sym.to_crystal()
+    assert full.natoms == truth.natoms
+    assert sorted(full.numbers) == sorted(truth.numbers)
+    # idealised: a tight tolerance finds the same group again
+    assert find_symmetry(full, symprec=1e-4).number == number
+    assert StructureMatcher().fit(sym.to_pymatgen(), textbook_structures[name])
+
+
+def test_contents_are_kept_not_merged():
+    # two atoms 0.5 Å apart: a loose tolerance would merge them
+    s = Structure(
+        [[4, 0, 0], [0, 4, 0], [0, 0, 4]],
+        ["Cu", "Cu"],
+        [[0, 0, 0], [0.125, 0, 0]],
+    )
+    sym = find_symmetry(s)
+    assert len(sym.to_crystal().numbers) == 2
+
+
+def test_one_tolerance_that_fails_is_an_error(textbook_structures):
+    shaken = _shaken(as_crystal(textbook_structures["NaCl"]), 0.05)
+    with pytest.raises(StructureError, match="No space group"):
+        find_symmetry(shaken, symprec=1e-4, min_number=2)
+
+
+def test_cif_has_the_space_group_and_reads_back(textbook_structures, tmp_path):
+    from diffpy.structure import loadStructure
+
+    truth = textbook_structures["Al2O3"]
+    sym = find_symmetry(as_crystal(truth))
+    path = sym.write_cif(tmp_path / "al2o3.cif")
+    text = path.read_text()
+    assert "'R-3c'" in text and "_symmetry_Int_Tables_number   167" in text
+    assert text.count("_atom_site_fract_x") == 1
+    back = Structure.from_file(path)  # pymatgen expands the operations
+    assert len(back) == 30
+    assert StructureMatcher().fit(back, truth)
+    assert len(loadStructure(str(path))) == 30  # and so does diffpy
