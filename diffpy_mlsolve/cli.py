@@ -65,20 +65,43 @@ def _cmd_solve(args) -> int:
     if args.model:
         settings["weights"] = args.model
     solver = ms.get_solver(args.solver, **settings)
+    extra = {}
+    if args.refine:
+        extra["refine"] = args.refine
+    if args.formula_units:
+        extra["formula_units"] = args.formula_units
     result = solver.solve(
         pattern,
         composition=args.composition,
         lattice=args.cell,
         n_candidates=args.candidates,
+        **extra,
     )
+    for cand in result.candidates:
+        print(_describe(cand))
     if out is not None:
         result.write(out, force=args.force)
         print(f"wrote {out}")
-    for cand in result.candidates:
-        what = cand.density if cand.density is not None else ""
-        note = f" ({cand.failed})" if cand.failed else ""
-        print(f"candidate {cand.rank}: {what}{note}")
     return 0
+
+
+def _describe(cand) -> str:
+    """One line per candidate: group, formula, R factors or the failure."""
+    if cand.failed:
+        return f"candidate {cand.rank}: failed: {cand.failed}"
+    parts = [f"candidate {cand.rank}: {cand.spacegroup or '?'}"]
+    formula = cand.info.get("formula")
+    if formula:
+        parts.append(formula)
+    if cand.pattern_rfactor is not None:
+        parts.append(f"R(quick) {cand.pattern_rfactor:.3f}")
+    if cand.rwp is not None:
+        parts.append(f"Rwp(refined) {cand.rwp:.4f}")
+    if "refinement_failed" in cand.info:
+        parts.append(f"refinement failed: {cand.info['refinement_failed']}")
+    if "same_as_sample" in cand.info:
+        parts.append("(a repeat)")
+    return "  ".join(parts)
 
 
 def _write_pattern(pattern, path: Path) -> None:
@@ -178,27 +201,64 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from diffpy_mlsolve.evaluation import evaluate, format_report
+    from diffpy_mlsolve.evaluation import (
+        evaluate,
+        format_report,
+        write_report,
+    )
     from diffpy_mlsolve.model.predict import DEFAULT_MODEL
 
     out = Path(args.out)
     _check_new_output(out, args.force)
     systems = args.systems.split(",") if args.systems else None
-    report = evaluate(
-        args.model or DEFAULT_MODEL,
-        args.structures,
-        systems=systems,
-        limit=args.limit,
-        seed=args.seed,
-        grid=args.grid,
-        samples=args.samples,
-        modes=tuple(args.modes.split(",")),
-        device=args.device,
-        out=out,
-    )
-    print(format_report(report))
+    report = {}
+    if not args.atoms_only:
+        report = evaluate(
+            args.model or DEFAULT_MODEL,
+            args.structures,
+            systems=systems,
+            limit=args.limit,
+            seed=args.seed,
+            grid=args.grid,
+            samples=args.samples,
+            modes=tuple(args.modes.split(",")),
+            device=args.device,
+            out=out,
+        )
+        print(format_report(report))
+    if args.atoms or args.atoms_only:
+        from diffpy_mlsolve.evaluation_atoms import (
+            evaluate_atoms,
+            format_atoms,
+        )
+
+        atoms = evaluate_atoms(
+            args.structures,
+            model=args.model,
+            systems=systems,
+            limit=args.limit,
+            seed=args.seed,
+            n_candidates=args.samples,
+            refine=args.refine,
+            device=args.device,
+        )
+        report.setdefault("n", len(atoms["per_structure"]))
+        report["atoms"] = atoms["atoms"]
+        _merge_rows(report, atoms["per_structure"])
+        write_report(report, out)
+        print(format_atoms(report["atoms"]))
     print(f"wrote {out}")
     return 0
+
+
+def _merge_rows(report: dict, rows: list) -> None:
+    """Add the atoms figures to the density rows of the same structure."""
+    by_id = {r["material_id"]: r for r in report.get("per_structure", [])}
+    merged = []
+    for row in rows:
+        base = by_id.get(row["material_id"], {})
+        merged.append({**base, **row})
+    report["per_structure"] = merged
 
 
 # ----------------------------------------------------------------- parser
@@ -237,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="crystalnet", help="solver plugin")
     p.add_argument(
         "--model", help="checkpoint folder (default: the shipped model)"
+    )
+    p.add_argument(
+        "--formula-units",
+        type=int,
+        help="formula units per cell Z (default: from the density)",
+    )
+    p.add_argument(
+        "--refine",
+        help="refine every candidate with this refiner (rietveld) and "
+        "rank by its Rwp",
     )
     p.add_argument("--out", help="output folder (CIFs, maps, report.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -312,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="composition modes of the honest protocol: full,elements,"
         "drop1,none (full)",
+    )
+    p.add_argument(
+        "--atoms",
+        action="store_true",
+        help="also solve every structure and match the atoms "
+        "(StructureMatcher)",
+    )
+    p.add_argument(
+        "--atoms-only", action="store_true", help="only the atoms metrics"
+    )
+    p.add_argument(
+        "--refine", help="with --atoms: refine candidates (rietveld)"
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda (cpu)")
     p.add_argument("--out", required=True, help="report JSON file")

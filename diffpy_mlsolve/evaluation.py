@@ -476,12 +476,24 @@ def evaluate(
         "per_structure": rows,
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, out)
+        write_report(report, out)
     return report
+
+
+def write_report(report: dict, out) -> Path:
+    """Write a report as JSON to ``out`` atomically (temporary + rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=1, default=_json_default))
+    os.replace(tmp, out)
+    return out
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 _PROTOCOLS = {

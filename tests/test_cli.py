@@ -200,6 +200,7 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
         "12",
         "--samples",
         "2",
+        "--atoms",
         "--out",
         report,
     )
@@ -208,3 +209,11 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     assert data["n"] == 3
     assert -1 <= data["density"]["reference"]["ssim_mean"] <= 1
     assert "single" in data["density"] and "control" in data["density"]
+    atoms = data["atoms"]
+    for key in ("match_top1", "match_top5", "control_match_top1"):
+        assert 0 <= atoms[key] <= 1
+    assert atoms["seconds_per_structure"] > 0
+    assert sum(b["n"] for b in atoms["by_system"].values()) == 3
+    row = data["per_structure"][0]
+    assert "ssim_reference" in row and "match_top1" in row
+    assert "top1" in done.stdout

@@ -1,0 +1,117 @@
+"""Candidates from densities: the quick R factor, ranking, repeats, and
+the files a solve writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+import diffpy_mlsolve as ms
+from diffpy_mlsolve.errors import PatternFormatError, WavelengthError
+from diffpy_mlsolve.evaluation_atoms import match_candidates
+from diffpy_mlsolve.ranking import candidates_from_densities, contact_ratio
+from diffpy_mlsolve.rfactor import pattern_rfactor
+from diffpy_mlsolve.solver import SolveResult
+
+
+def _anti_nacl():
+    """Na and Cl on the zinc-blende sites: right cell, wrong structure."""
+    return Structure.from_spacegroup(
+        "F-43m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [1 / 4] * 3]
+    )
+
+
+@pytest.fixture(scope="module")
+def nacl_pattern(textbook_structures):
+    return ms.simulate_pxrd(
+        textbook_structures["NaCl"],
+        "CuKa",
+        fwhm=0.12,
+        eta=0.3,
+        background=[0.05, 0.01],
+        counts=1e4,
+        seed=1,
+    )
+
+
+def test_rfactor_tells_right_from_wrong(textbook_structures, nacl_pattern):
+    right = pattern_rfactor(textbook_structures["NaCl"], nacl_pattern)
+    wrong = pattern_rfactor(_anti_nacl(), nacl_pattern)
+    assert right < 0.08  # the noise level of 1e4 counts
+    assert wrong > 2 * right
+    # the same figure from the pattern on Q (wavelength carried along)
+    on_q = pattern_rfactor(textbook_structures["NaCl"], nacl_pattern.on_q())
+    assert on_q == pytest.approx(right, rel=0.05)
+
+
+def test_rfactor_refuses_what_it_cannot_score(textbook_structures):
+    nacl = textbook_structures["NaCl"]
+    bare = ms.Pattern.from_arrays(
+        np.linspace(1, 5, 500), np.ones(500), xtype="q"
+    )
+    with pytest.raises(WavelengthError):
+        pattern_rfactor(nacl, bare)
+    with pytest.raises(PatternFormatError, match="pdf"):
+        pattern_rfactor(nacl, ms.simulate_pdf(nacl, rmax=10))
+
+
+def test_right_density_ranks_first_and_matches(
+    textbook_structures, nacl_pattern
+):
+    truth = textbook_structures["NaCl"]
+    good = ms.electron_density(truth, grid=32)
+    bad = ms.electron_density(_anti_nacl(), grid=32)
+    cands = candidates_from_densities([bad, good, good], nacl_pattern, "NaCl")
+    assert [c.rank for c in cands] == [1, 2, 3]
+    first = cands[0]
+    assert first.info["density_sample"] in (2, 3)  # a right density
+    assert first.spacegroup == "Fm-3m"
+    assert first.info["formula"] == "Na4Cl4"
+    # the repeat of the right structure ranks after the distinct wrong one
+    assert cands[1].info["density_sample"] == 1
+    assert "same_as_sample" in cands[2].info
+    assert match_candidates(cands, truth, "loose")["top1"]
+    assert match_candidates(cands, truth, "default")["rms"] < 0.05
+    # zinc-blende NaCl is rock salt to the loose (MP-20) matcher, not to
+    # pymatgen's defaults
+    assert match_candidates(cands[1:2], truth, "loose")["topk"]
+    assert not match_candidates(cands[1:2], truth, "default")["topk"]
+
+
+def test_implausible_contacts_are_measured():
+    ok = Structure(Lattice.cubic(4.0), ["Cu"], [[0, 0, 0]])
+    crowded = Structure(
+        Lattice.cubic(4.0), ["Cu", "Cu"], [[0, 0, 0], [0.1, 0, 0]]
+    )
+    assert contact_ratio(ok) > 1
+    assert contact_ratio(crowded) < 0.3  # 0.4 Å apart
+
+
+def test_a_failed_density_is_flagged_not_written(
+    textbook_structures, nacl_pattern, tmp_path
+):
+    truth = textbook_structures["NaCl"]
+    flat = ms.electron_density(
+        Structure(Lattice.cubic(5.64), ["Cl"], [[0, 0, 0]]), grid=24
+    )
+    good = ms.electron_density(truth, grid=24)
+    cands = candidates_from_densities(
+        [flat, good], nacl_pattern, "NaCl", formula_units=4
+    )
+    assert cands[-1].failed and "peaks" in cands[-1].failed
+    res = SolveResult(candidates=cands)
+    assert res.best is cands[0]
+    out = res.write(tmp_path / "run")
+    names = sorted(p.name for p in out.iterdir())
+    assert "best.cif" in names and "density_01.png" in names
+    assert "candidate_02.cif" not in names  # the failed one
+    cif = (out / "best.cif").read_text()
+    assert "Fm-3m" in cif
+    report = json.loads((out / "report.json").read_text())
+    entry = report["candidates"][0]
+    assert entry["spacegroup_number"] == 225
+    assert {w["wyckoff"] for w in entry["asymmetric_unit"]} == {"4a", "4b"}
+    assert report["candidates"][1]["failed"]
