@@ -41,6 +41,9 @@ _LAZY = {
     "SolveResult": "diffpy_mlsolve.solver",
     "Candidate": "diffpy_mlsolve.solver",
     "RefinementResult": "diffpy_mlsolve.solver",
+    "make_pdf_recipe": "diffpy_mlsolve.refine.pdf",
+    "find_symmetry": "diffpy_mlsolve.symmetry",
+    "structure_from_density": "diffpy_mlsolve.atoms",
 }
 
 __all__ = sorted(

@@ -144,6 +144,9 @@ def _candidate(i, density, pattern, composition, formula_units, kw):
     }
     if skipped:
         info["pattern_rfactor_skipped"] = skipped
+    for key in ("latent_rfactor_before", "latent_rfactor_after"):
+        if key in (density.metadata or {}):
+            info[key] = density.metadata[key]
     return Candidate(
         rank=i,
         structure=structure,

@@ -79,6 +79,7 @@ class CrystalNetSolver(DensitySolver):
         formula_units: int | None = None,
         grid: int | None = None,
         seed: int = 0,
+        latent_steps: int = 0,
         refine: str | None = None,
         refine_settings: dict | None = None,
         **kw,
@@ -105,6 +106,10 @@ class CrystalNetSolver(DensitySolver):
             Density grid points per edge (default: the model's).
         seed : int
             Seed of the latent samples.
+        latent_steps : int
+            Adam steps of latent refinement against the pattern (0: none);
+            each candidate's ``info`` then has the pattern R factor of its
+            density before and after.
         refine : str, optional
             A refiner name ("rietveld", "pdf"): refine every candidate
             and rank by the refined Rwp.
@@ -138,7 +143,15 @@ class CrystalNetSolver(DensitySolver):
         )
         self._predictor = predictor
         batch = predictor.batch(pattern, composition, cell, composition_mode)
-        densities = predictor.predict(batch, cell, n_candidates, grid, seed)
+        densities = predictor.predict(
+            batch,
+            cell,
+            n_candidates,
+            grid,
+            seed,
+            pattern=pattern,
+            latent_steps=latent_steps,
+        )
         candidates = candidates_from_densities(
             densities,
             pattern,
@@ -163,6 +176,7 @@ class CrystalNetSolver(DensitySolver):
                 "device": str(predictor.device),
                 "n_candidates": n_candidates,
                 "seed": seed,
+                "latent_steps": latent_steps,
                 "refine": refine,
                 "model_meta": {
                     k: predictor.meta.get(k) for k in ("step", "val")

@@ -1,7 +1,9 @@
 """PDF refinement of candidate structures in diffpy.srfit.
 
-diffpy.srfit and diffpy.pdffit2 are optional backends: this module imports
-them only inside :meth:`PDFRefiner.refine`, so listing plugins stays light.
+A thin adapter over :mod:`diffpy_mlsolve.refine.pdf`; diffpy.srfit is an
+optional backend imported only inside :meth:`PDFRefiner.refine`, so
+listing plugins stays light.  G(r) comes from diffpy.srreal when it is
+installed, otherwise from diffpy-mlsolve's own kernel.
 """
 
 from __future__ import annotations
@@ -14,21 +16,47 @@ __all__ = ["PDFRefiner"]
 class PDFRefiner(Refiner):
     """Real-space refinement of a structure against a PDF G(r)."""
 
-    requires = ("diffpy.srfit", "diffpy.pdffit2")
+    requires = ("diffpy.srfit",)
     install_hint = "Please run pip install 'diffpy-mlsolve[pdf]'."
 
     def refine(self, structure, pattern, **settings) -> RefinementResult:
         """Refine ``structure`` against the PDF ``pattern``.
 
+        Parameters
+        ----------
+        structure : diffpy or pymatgen Structure, or CIF path
+            The starting structure; refined in the standardized cell of
+            its space group.
+        pattern : Pattern or path
+            The measured G(r) (xtype ``"r"``).
+        **settings
+            Passed to :func:`diffpy_mlsolve.refine.pdf.refine_pdf`:
+            ``qmax`` (default from the pattern's metadata), ``qdamp``,
+            ``qbroad``, ``diameter`` (starting particle diameter in Å; None
+            for a bulk crystal), ``rmin``, ``rmax``, ``spacegroup``,
+            ``symprec``, ``adp``, ``refine_qdamp``, ``calculator``,
+            ``stages``, ``max_nfev``.
+
+        Returns
+        -------
+        RefinementResult
+            ``rwp`` holds Rw (a fraction), ``x`` is r (Å); ``settings``
+            hold the space group, refined lattice, scale, qdamp, Biso per
+            site, the refined diameter and the calculator used.
+
         Raises
         ------
         MissingBackendError
-            When diffpy.srfit or diffpy.pdffit2 is not installed.
-        NotImplementedError
-            For now: PDF refinement arrives with issue E.
+            When diffpy.srfit is not installed.
+        PatternFormatError
+            For a powder pattern (use the 'rietveld' refiner).
+        PhysicsInputError
+            Without qmax, for a fit range beyond the data, or a diameter
+            smaller than the longest cell edge.
+        StructureError
+            For a missing or empty structure.
         """
         self.check_backend()
-        raise NotImplementedError(
-            "PDF refinement arrives with issue E; diffpy.srfit is installed "
-            "but diffpy-mlsolve does not drive it yet."
-        )
+        from diffpy_mlsolve.refine.pdf import refine_pdf
+
+        return refine_pdf(structure, pattern, **settings)

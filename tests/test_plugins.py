@@ -212,9 +212,11 @@ def test_bad_device_is_refused():
 
 
 @pytest.mark.parametrize("name", ["rietveld", "pdf"])
-def test_first_party_refiners_say_what_is_missing(name):
+def test_first_party_refiners_refuse_no_structure(name):
+    from diffpy_mlsolve.errors import MLSolveError
+
     refiner = plugins.get_refiner(name)
-    with pytest.raises(NotImplementedError, match="issue E"):
+    with pytest.raises(MLSolveError, match="structure"):
         refiner.refine(None, None)
 
 

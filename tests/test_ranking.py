@@ -115,3 +115,25 @@ def test_a_failed_density_is_flagged_not_written(
     assert entry["spacegroup_number"] == 225
     assert {w["wyckoff"] for w in entry["asymmetric_unit"]} == {"4a", "4b"}
     assert report["candidates"][1]["failed"]
+
+
+def test_refined_candidates_rank_by_rwp_and_write_fits(
+    textbook_structures, nacl_pattern, tmp_path
+):
+    pytest.importorskip("pyobjcryst")
+    truth = textbook_structures["NaCl"]
+    good = ms.electron_density(truth, grid=24)
+    bad = ms.electron_density(_anti_nacl(), grid=24)
+    cands = candidates_from_densities(
+        [bad, good], nacl_pattern, "NaCl", refine="rietveld"
+    )
+    first, second = cands
+    assert first.info["density_sample"] == 2
+    assert first.refinement is not None and first.rwp < 0.08
+    assert second.rwp > 1.5 * first.rwp  # the wrong one fits worse
+    assert first.spacegroup == "Fm-3m"  # the refinement kept the group
+    out = SolveResult(candidates=cands).write(tmp_path / "run")
+    assert (out / "fit_01.png").stat().st_size > 1000
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"][0]["rwp"] == pytest.approx(first.rwp)
+    assert "lattice" in report["candidates"][0]["refinement"]

@@ -146,6 +146,43 @@ class CrystalNet(nn.Module):
         return u, self.log_rho_max(z, batch["lattice"]), mu, sigma
 
     @torch.no_grad()
+    def sample_latents(
+        self, batch: dict, samples: int, generator=None, mean_first=True
+    ) -> torch.Tensor:
+        """Latents (S, B, latent): the mean first when ``mean_first``,
+        then z = μ + ε σ drawn with ``generator``."""
+        mu, sigma = self.encode(batch)
+        out = []
+        for s in range(samples):
+            if s == 0 and mean_first:
+                out.append(mu)
+                continue
+            eps = torch.randn(
+                mu.shape, generator=generator, device=mu.device, dtype=mu.dtype
+            )
+            out.append(mu + eps * sigma)
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def decode_grid(
+        self, z: torch.Tensor, lattice: torch.Tensor, grid: int, chunk=8192
+    ) -> torch.Tensor:
+        """Densities (B, N, N, N) in e/Å^3 of latents z (B, latent) with
+        lattice features (B, 6) on an N^3 fractional grid."""
+        r = torch.arange(grid, device=z.device, dtype=z.dtype) / grid
+        pts = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1)
+        pts = pts.reshape(1, -1, 3)
+        u = torch.cat(
+            [
+                self.decode(z, pts[:, i : i + chunk].expand(len(z), -1, -1))
+                for i in range(0, pts.shape[1], chunk)
+            ],
+            1,
+        )
+        rho = self.to_density(u, self.log_rho_max(z, lattice))
+        return rho.reshape(len(z), grid, grid, grid)
+
+    @torch.no_grad()
     def predict_grid(
         self,
         batch: dict,
@@ -160,33 +197,8 @@ class CrystalNet(nn.Module):
         Sample 0 is the mean latent when ``mean_first``; the others draw
         z = μ + ε σ with ``generator``.
         """
-        mu, sigma = self.encode(batch)
-        r = torch.arange(grid, device=mu.device, dtype=mu.dtype) / grid
-        pts = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1)
-        pts = pts.reshape(1, -1, 3)
-        out = []
-        for s in range(samples):
-            if s == 0 and mean_first:
-                z = mu
-            else:
-                eps = torch.randn(
-                    mu.shape,
-                    generator=generator,
-                    device=mu.device,
-                    dtype=mu.dtype,
-                )
-                z = mu + eps * sigma
-            u = torch.cat(
-                [
-                    self.decode(
-                        z, pts[:, i : i + chunk].expand(len(z), -1, -1)
-                    )
-                    for i in range(0, pts.shape[1], chunk)
-                ],
-                1,
-            )
-            rho = self.to_density(u, self.log_rho_max(z, batch["lattice"]))
-            out.append(rho.reshape(len(z), grid, grid, grid))
+        zs = self.sample_latents(batch, samples, generator, mean_first)
+        out = [self.decode_grid(z, batch["lattice"], grid, chunk) for z in zs]
         return torch.stack(out, 1)
 
 

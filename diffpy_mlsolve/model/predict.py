@@ -98,16 +98,52 @@ class DensityPredictor:
             for k, v in arrays.items()
         }
 
-    def predict(self, batch: dict, lattice, n: int, grid=None, seed=0):
-        """``n`` candidate densities (Density) of one input batch."""
+    def predict(
+        self,
+        batch: dict,
+        lattice,
+        n: int,
+        grid=None,
+        seed=0,
+        *,
+        pattern=None,
+        latent_steps: int = 0,
+    ):
+        """``n`` candidate densities (Density) of one input batch.
+
+        With ``latent_steps`` > 0 the latents are first refined against
+        ``pattern`` (:func:`~diffpy_mlsolve.model.latent.refine_latents`);
+        each density's metadata then holds the pattern R factor before
+        and after.
+        """
         from diffpy_mlsolve.density import Density
         from diffpy_mlsolve.physics.density import dstar_cutoff
 
         grid = int(grid or self.spec.density_grid)
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        rho = self.model.predict_grid(batch, grid, samples=n, generator=gen)
-        rho = rho[0].cpu().numpy().astype(np.float64)
+        z = self.model.sample_latents(batch, n, generator=gen)[:, 0]
+        fit = None
+        if latent_steps:
+            from diffpy_mlsolve.model.latent import refine_latents
+
+            fit = refine_latents(
+                self.model, batch, pattern, lattice, z, steps=latent_steps
+            )
+            z = fit.z
+        lat = batch["lattice"].expand(len(z), -1)
+        rho = self.model.decode_grid(z, lat, grid)
+        rho = rho.cpu().numpy().astype(np.float64)
         d_min = float(1 / dstar_cutoff(lattice, grid)[0])
+        extra = [{} for _ in rho]
+        if fit is not None:
+            extra = [
+                {
+                    "latent_rfactor_before": float(b),
+                    "latent_rfactor_after": float(a),
+                    "latent_steps": fit.steps,
+                }
+                for b, a in zip(fit.r_before, fit.r_after)
+            ]
         return [
             Density(
                 r,
@@ -118,6 +154,7 @@ class DensityPredictor:
                     "latent": "mean" if i == 0 else f"sample {i}",
                     "model": str(self.path),
                     "target_grid": int(self.spec.density_grid),
+                    **extra[i],
                 },
             )
             for i, r in enumerate(rho)
