@@ -19,10 +19,17 @@ import numpy as np
 from diffpy_mlsolve.errors import MLSolveError, StructureError
 from diffpy_mlsolve.solver import Candidate
 
-__all__ = ["candidates_from_densities", "contact_ratio", "rank_candidates"]
+__all__ = [
+    "candidates_from_densities",
+    "contact_ratio",
+    "decorations",
+    "rank_candidates",
+]
 
 # shortest contact / (sum of atomic radii) below which a penalty applies
 PLAUSIBLE_CONTACT = 0.7
+# element placements tried per candidate (site swaps)
+MAX_DECORATIONS = 24
 
 
 def contact_ratio(structure) -> float:
@@ -92,18 +99,76 @@ def _replace(cand: Candidate, **changes) -> Candidate:
 
 
 def _rfactor(sym, pattern):
+    """(R, None, profile) or (None, why it cannot be scored, None)."""
     from diffpy_mlsolve.rfactor import pattern_rfactor
 
     try:
-        return pattern_rfactor(sym.to_crystal(), pattern), None
+        r, fit = pattern_rfactor(sym.to_crystal(), pattern, return_curves=True)
     except MLSolveError as err:  # no wavelength, a PDF, ...
-        return None, str(err)
+        return None, str(err), None
+    return r, None, {"fwhm": fit["fwhm"], "eta": fit["eta"]}
 
 
-def _candidate(i, density, pattern, composition, formula_units, kw):
+def decorations(sym, limit: int = MAX_DECORATIONS):
+    """Other ways to put the same elements on the same sites.
+
+    Each asymmetric-unit site (an orbit of ``multiplicity`` atoms) gets an
+    element so that every element keeps its count; yields
+    (elements tuple) for every such assignment but the given one, at most
+    ``limit``.
+    """
+    mult = [int(w[:-1]) for w in sym.wyckoff]
+    need: dict[str, int] = {}
+    for el, m in zip(sym.elements, mult):
+        need[el] = need.get(el, 0) + m
+    kinds = sorted(need)
+    out: list[tuple] = []
+
+    def place(i, left, chosen):
+        if len(out) >= limit + 1:
+            return
+        if i == len(mult):
+            out.append(tuple(chosen))
+            return
+        for el in kinds:
+            if left[el] >= mult[i]:
+                left[el] -= mult[i]
+                place(i + 1, left, chosen + [el])
+                left[el] += mult[i]
+
+    place(0, dict(need), [])
+    return [d for d in out if d != tuple(sym.elements)][:limit]
+
+
+def _best_decoration(sym, pattern, rfac, profile):
+    """The element placement on ``sym``'s sites that fits the pattern
+    best (the quick R factor with the profile of the first fit)."""
+    from dataclasses import replace
+
+    from diffpy_mlsolve.rfactor import pattern_rfactor
+    from diffpy_mlsolve.symmetry import find_symmetry
+
+    best = (rfac, sym)
+    for elements in decorations(sym):
+        other = replace(sym, elements=elements)
+        r = pattern_rfactor(other.to_crystal(), pattern, **profile)
+        if r < best[0]:
+            best = (r, other)
+    if best[1] is sym:
+        return rfac, sym, 0
+    # a new placement may have a higher symmetry; its R factor with the
+    # profile fitted afresh
+    found = find_symmetry(best[1].to_crystal(), symprec=(1e-3, 0.01))
+    return pattern_rfactor(found.to_crystal(), pattern), found, 1
+
+
+def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
     """One candidate from one density; with Z unknown, each plausible Z
     near the density's electron count is tried and the best quick R
-    factor (plus the short-contact penalty) wins."""
+    factor (plus the short-contact penalty) wins.  With ``swaps`` the
+    elements are also permuted over the sites found (counts kept) and the
+    best-fitting placement kept: peak heights alone can confuse elements
+    of similar electron count."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
@@ -124,22 +189,26 @@ def _candidate(i, density, pattern, composition, formula_units, kw):
         except StructureError as err:
             errors.append(str(err))
             continue
-        rfac, skipped = _rfactor(sym, pattern)
+        rfac, skipped, profile = _rfactor(sym, pattern)
+        swapped = 0
+        if rfac is not None and swaps:
+            rfac, sym, swapped = _best_decoration(sym, pattern, rfac, profile)
         ratio = contact_ratio(sym.to_crystal())
         score = (1.0 if rfac is None else rfac) + max(
             0.0, PLAUSIBLE_CONTACT - ratio
         )
-        tried.append((score, z, sym, sites, rfac, skipped))
+        tried.append((score, z, sym, sites, rfac, skipped, swapped))
     if not tried:
         return Candidate(rank=i, density=density, failed=" / ".join(errors))
     tried.sort(key=lambda t: t[0])
-    _, z, sym, sites, rfac, skipped = tried[0]
+    _, z, sym, sites, rfac, skipped, swapped = tried[0]
     structure = sym.to_diffpy()
     info = {
         "formula_units_tried": [t[1] for t in tried],
         "formula": "".join(f"{e}{n}" for e, n in sites.contents.items()),
         "electrons_in_density": electrons,
         "peak_height_misfit": sites.misfit,
+        "elements_swapped": bool(swapped),
         "contact_ratio": contact_ratio(structure),
     }
     if skipped:
@@ -170,7 +239,9 @@ def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:
         info["refinement_failed"] = f"{type(err).__name__}: {err}"
         return _replace(cand, info=info)
     try:
-        sym = find_symmetry(ref.structure, symprec=(1e-3, 0.01, 0.05))
+        sym = find_symmetry(
+            ref.structure, symprec=(1e-3, 0.01, 0.05), keep_cell=False
+        )
     except StructureError:
         sym = None
     info = dict(cand.info)
@@ -194,6 +265,7 @@ def candidates_from_densities(
     formula_units=None,
     refine=None,
     refine_settings=None,
+    swaps: bool = True,
     **kw,
 ) -> tuple[Candidate, ...]:
     """Ranked candidates from a list of densities.
@@ -208,11 +280,14 @@ def candidates_from_densities(
     refine : str or Refiner, optional
         Refine every usable candidate with this refiner.
     refine_settings : dict, optional
+    swaps : bool
+        Try other placements of the elements on the sites found and keep
+        the best-fitting one (:func:`decorations`).
     **kw
         Passed to :func:`~diffpy_mlsolve.atoms.structure_from_density`.
     """
     cands = [
-        _candidate(i + 1, d, pattern, composition, formula_units, kw)
+        _candidate(i + 1, d, pattern, composition, formula_units, swaps, kw)
         for i, d in enumerate(densities)
     ]
     if refine is not None:

@@ -86,7 +86,9 @@ def pattern_rfactor(
     background_order : int
         Chebyshev terms of the fitted background.
     return_curves : bool
-        Also return (tth, yobs, ycalc).
+        Also return a dict of the curves (x in 2θ, yobs, ycalc) and the
+        profile used (fwhm, eta), e.g. to score variants of one structure
+        with that profile fixed.
 
     Raises
     ------
@@ -130,7 +132,7 @@ def pattern_rfactor(
         ycalc = _fit(
             x, y, np.interp(x, sim.x, sim.intensity), w, background_order
         )
-        return rwp(y, ycalc, w), ycalc, width
+        return rwp(y, ycalc, w), ycalc, width, e
 
     # the width at the middle eta, then eta at that width
     etas = list(np.atleast_1d(eta))
@@ -139,8 +141,10 @@ def pattern_rfactor(
     for e in etas:
         if e != mid:
             best = min(best, trial(e, best[2]), key=lambda t: t[0])
-    r, ycalc, _ = best
-    return (r, (x, y, ycalc)) if return_curves else r
+    r, ycalc, width, e = best
+    if return_curves:
+        return r, {"x": x, "yobs": y, "ycalc": ycalc, "fwhm": width, "eta": e}
+    return r
 
 
 def _fit(x, y, ysim, w, order):

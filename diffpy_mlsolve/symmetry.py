@@ -254,6 +254,7 @@ def find_symmetry(
     symprec=SYMPREC_LADDER,
     *,
     min_number: int = 1,
+    keep_cell: bool = True,
 ) -> SymmetrizedStructure:
     """The space group and asymmetric unit of ``structure``.
 
@@ -268,6 +269,11 @@ def find_symmetry(
         one tolerance to use only that.
     min_number : int
         Skip groups with a lower number than this (e.g. 2 to refuse P1).
+    keep_cell : bool
+        Require spglib's conventional cell to hold exactly the given
+        atoms (the given cell is the conventional one).  With False a
+        standard cell of another size is accepted when it keeps the
+        number of atoms of each element per volume (no atoms merged).
 
     Returns
     -------
@@ -297,7 +303,13 @@ def find_symmetry(
         if ds.number < min_number:
             tried.append(f"{tol}: {ds.international} below {min_number}")
             continue
-        if not np.array_equal(np.bincount(std_types, minlength=120), counts):
+        std_counts = np.bincount(std_types, minlength=120)
+        if keep_cell:
+            same = np.array_equal(std_counts, counts)
+        else:
+            ratio = abs(np.linalg.det(ds.std_lattice)) / crystal.volume
+            same = np.allclose(std_counts, counts * ratio, atol=1e-3)
+        if not same:
             tried.append(f"{tol}: {ds.international} changes the contents")
             continue
         order = _order(ds.hall_number)

@@ -553,7 +553,7 @@ def _cell_to_refine(structure, spacegroup, symprec):
     if isinstance(structure, SymmetrizedStructure):
         sym = structure
     else:
-        sym = find_symmetry(structure, symprec=symprec)
+        sym = find_symmetry(structure, symprec=symprec, keep_cell=False)
     if wanted is not None and wanted.number % 1000 != sym.number:
         raise StructureError(
             f"The structure has space group {sym.symbol} (No. {sym.number}) "

@@ -226,7 +226,11 @@ def symmetrize(structure, *, symprec=0.01, spacegroup=None):
 
     given = isinstance(structure, SymmetrizedStructure)
     if spacegroup is None:
-        return structure if given else find_symmetry(structure, symprec)
+        return (
+            structure
+            if given
+            else find_symmetry(structure, symprec, keep_cell=False)
+        )
     number = resolve_spacegroup(spacegroup)
     if given and structure.number == number:
         return structure
@@ -238,7 +242,7 @@ def symmetrize(structure, *, symprec=0.01, spacegroup=None):
     found = []
     for tol in dict.fromkeys(tols + list(SYMPREC_LADDER)):
         try:
-            sym = find_symmetry(structure, float(tol))
+            sym = find_symmetry(structure, float(tol), keep_cell=False)
         except StructureError:
             continue
         if sym.number == number:
