@@ -80,6 +80,7 @@ class CrystalNetSolver(DensitySolver):
         grid: int | None = None,
         seed: int = 0,
         latent_steps: int = 0,
+        check_cell: bool = True,
         refine: str | None = None,
         refine_settings: dict | None = None,
         **kw,
@@ -110,6 +111,9 @@ class CrystalNetSolver(DensitySolver):
             Adam steps of latent refinement against the pattern (0: none);
             each candidate's ``info`` then has the pattern R factor of its
             density before and after.
+        check_cell : bool
+            First make sure the cell indexes the strongest peaks
+            (:func:`diffpy_mlsolve.cellcheck.check_cell`).
         refine : str, optional
             A refiner name ("rietveld", "pdf"): refine every candidate
             and rank by the refined Rwp.
@@ -132,7 +136,7 @@ class CrystalNetSolver(DensitySolver):
             If no trained model is shipped and none was given.
         StructureError
             When the composition cannot fill the cell with the given
-            ``formula_units``.
+            ``formula_units``, or the cell leaves strong peaks unindexed.
         """
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.ranking import candidates_from_densities
@@ -143,6 +147,10 @@ class CrystalNetSolver(DensitySolver):
         )
         self._predictor = predictor
         batch = predictor.batch(pattern, composition, cell, composition_mode)
+        if check_cell:
+            from diffpy_mlsolve.cellcheck import check_cell as _check_cell
+
+            _check_cell(pattern, cell)
         densities = predictor.predict(
             batch,
             cell,

@@ -137,3 +137,25 @@ def test_refined_candidates_rank_by_rwp_and_write_fits(
     report = json.loads((out / "report.json").read_text())
     assert report["candidates"][0]["rwp"] == pytest.approx(first.rwp)
     assert "lattice" in report["candidates"][0]["refinement"]
+
+
+def test_a_cell_that_does_not_index_the_pattern_is_refused(nacl_pattern):
+    from diffpy_mlsolve.cellcheck import check_cell, unindexed_peaks
+    from diffpy_mlsolve.errors import StructureError
+
+    right = (5.64, 5.64, 5.64, 90, 90, 90)
+    # Kα2 lines are included; noise may fake a shoulder or two
+    assert len(unindexed_peaks(nacl_pattern, right)[0]) <= 2
+    check_cell(nacl_pattern, right)
+    # zero shift allowed
+    shifted = ms.Pattern.from_arrays(
+        nacl_pattern.x + 0.08,
+        nacl_pattern.intensity,
+        wavelength="CuKa",
+    )
+    check_cell(shifted, right)
+    with pytest.raises(StructureError, match="no reflection near"):
+        check_cell(nacl_pattern, (5.0, 5.0, 5.0, 90, 90, 90))
+    solver = ms.get_solver("crystalnet", device="cpu")
+    with pytest.raises(StructureError, match="leave the cell out"):
+        solver.solve(nacl_pattern, "NaCl", (4.5, 4.5, 6.1, 90, 90, 90))
