@@ -32,6 +32,44 @@ from diffpy_mlsolve.solver import DensitySolver, SolveResult
 __all__ = ["CrystalNetSolver"]
 
 
+_PHASINGS = ("flip", "flip-random")
+
+
+def _phased(densities, pattern, cell, how) -> list:
+    """Charge-flipped maps, one per density, from the pattern's
+    extracted intensities (seeded by each density's phases, or random
+    phases for "flip-random")."""
+    import numpy as np
+
+    from diffpy_mlsolve.errors import PhysicsInputError
+    from diffpy_mlsolve.phasing import charge_flip, extract_intensities
+
+    if how not in _PHASINGS:
+        raise PhysicsInputError(
+            f"Unknown phasing {how!r}. Please use one of {_PHASINGS} or "
+            "None."
+        )
+    refl = extract_intensities(pattern, cell)
+    out = []
+    for i, d in enumerate(densities):
+        electrons = float(np.mean(d.values) * d.volume)
+        flipped = charge_flip(
+            refl,
+            cell,
+            max(32, d.grid[0]),
+            start=None if how == "flip-random" else d,
+            seed=i,
+            electrons=electrons,
+        )
+        flipped.metadata["start"] = (
+            "random phases"
+            if how == "flip-random"
+            else f"network {d.metadata.get('latent', i)}"
+        )
+        out.append(flipped)
+    return out
+
+
 class CrystalNetSolver(DensitySolver):
     """Structure solution with the CrystalNet density network.
 
@@ -80,6 +118,7 @@ class CrystalNetSolver(DensitySolver):
         grid: int | None = None,
         seed: int = 0,
         latent_steps: int = 0,
+        phasing: str | None = "flip",
         check_cell: bool = True,
         refine: str | None = None,
         refine_settings: dict | None = None,
@@ -111,6 +150,13 @@ class CrystalNetSolver(DensitySolver):
             Adam steps of latent refinement against the pattern (0: none);
             each candidate's ``info`` then has the pattern R factor of its
             density before and after.
+        phasing : {"flip", "flip-random", None}
+            "flip": each network density also starts charge flipping on
+            intensities extracted from the pattern
+            (:mod:`diffpy_mlsolve.phasing`), and the phased maps join the
+            candidates; "flip-random" starts from random phases instead
+            (an ablation that ignores the network); None uses the
+            network's densities only.  The best ``n_candidates`` are kept.
         check_cell : bool
             First make sure the cell indexes the strongest peaks
             (:func:`diffpy_mlsolve.cellcheck.check_cell`).
@@ -160,6 +206,10 @@ class CrystalNetSolver(DensitySolver):
             pattern=pattern,
             latent_steps=latent_steps,
         )
+        if phasing is not None:
+            densities = _phased(densities, pattern, cell, phasing) + (
+                [] if phasing == "flip-random" else densities
+            )
         candidates = candidates_from_densities(
             densities,
             pattern,
@@ -168,7 +218,7 @@ class CrystalNetSolver(DensitySolver):
             refine=refine,
             refine_settings=refine_settings,
             **kw,
-        )
+        )[:n_candidates]
         return SolveResult(
             candidates=candidates,
             inputs={
@@ -185,6 +235,7 @@ class CrystalNetSolver(DensitySolver):
                 "n_candidates": n_candidates,
                 "seed": seed,
                 "latent_steps": latent_steps,
+                "phasing": phasing,
                 "refine": refine,
                 "model_meta": {
                     k: predictor.meta.get(k) for k in ("step", "val")

@@ -26,3 +26,12 @@ def test_example_runs(script, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip(), "an example should say what it did"
     assert (tmp_path / "out").is_dir()
+    for line in PROMISES.get(script.name, ()):
+        assert line in done.stdout, (line, done.stdout[-2000:])
+
+
+# what the solving examples must find (they print it either way)
+PROMISES = {
+    "solve_and_refine.py": ["matches the true structure: True"],
+    "refine_pdf_chain.py": ["powder solution: Pm-3m", "(true 40.0)"],
+}
