@@ -70,6 +70,8 @@ def _cmd_solve(args) -> int:
         extra["refine"] = args.refine
     if args.formula_units:
         extra["formula_units"] = args.formula_units
+    if args.phasing != "flip":
+        extra["phasing"] = None if args.phasing == "none" else args.phasing
     result = solver.solve(
         pattern,
         composition=args.composition,
@@ -240,6 +242,7 @@ def _cmd_evaluate(args) -> int:
             seed=args.seed,
             n_candidates=args.samples,
             refine=args.refine,
+            phasing=None if args.phasing == "none" else args.phasing,
             device=args.device,
         )
         report.setdefault("n", len(atoms["per_structure"]))
@@ -307,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine",
         help="refine every candidate with this refiner (rietveld) and "
         "rank by its Rwp",
+    )
+    p.add_argument(
+        "--phasing",
+        default="flip",
+        choices=("flip", "flip-random", "none"),
+        help="charge flipping of the pattern's intensities seeded by the "
+        "network's densities (flip), from random phases, or none (flip)",
     )
     p.add_argument("--out", help="output folder (CIFs, maps, report.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -394,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--refine", help="with --atoms: refine candidates (rietveld)"
+    )
+    p.add_argument(
+        "--phasing",
+        default="flip",
+        choices=("flip", "flip-random", "none"),
+        help="with --atoms: charge flipping seeded by the network (flip), "
+        "from random phases (flip-random), or none (flip)",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda (cpu)")
     p.add_argument("--out", required=True, help="report JSON file")

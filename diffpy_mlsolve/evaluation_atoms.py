@@ -67,7 +67,7 @@ def _pattern(record, seed, index):
     return simulate_pxrd(record.crystal, **cond.simulate_kwargs())
 
 
-def _solve(solver, pattern, record, n_candidates, refine, seed):
+def _solve(solver, pattern, record, n_candidates, refine, seed, phasing):
     from diffpy_mlsolve.errors import StructureError
 
     lattice = tuple(float(v) for v in record.crystal.lattice)
@@ -79,6 +79,7 @@ def _solve(solver, pattern, record, n_candidates, refine, seed):
             n_candidates=n_candidates,
             refine=refine,
             seed=seed,
+            phasing=phasing,
         ).candidates
     except StructureError as err:
         return err
@@ -93,6 +94,7 @@ def evaluate_atoms(
     seed=0,
     n_candidates=5,
     refine=None,
+    phasing="flip",
     control=True,
     device="cpu",
     progress=True,
@@ -112,6 +114,8 @@ def evaluate_atoms(
         Candidates per solve (top-k uses them all).
     refine : str, optional
         A refiner ("rietveld") to refine and rank every candidate.
+    phasing : {"flip", "flip-random", None}
+        The solver's phasing (see ``CrystalNetSolver.solve``).
     control : bool
         Also solve each structure with the next one's pattern.
 
@@ -145,7 +149,9 @@ def evaluate_atoms(
             "natoms": int(rec.crystal.natoms),
         }
         t0 = time.perf_counter()
-        cands = _solve(solver, patterns[i], rec, n_candidates, refine, seed)
+        cands = _solve(
+            solver, patterns[i], rec, n_candidates, refine, seed, phasing
+        )
         seconds.append(time.perf_counter() - t0)
         if isinstance(cands, Exception):
             row["error"] = str(cands)
@@ -218,6 +224,7 @@ def _summary(rows, k, seconds, control, refine) -> dict:
     out = _block(rows, k, control)
     out["top_k"] = k
     out["refined"] = refine
+    out["phasing"] = phasing
     out["seconds_per_structure"] = float(np.mean(seconds)) if seconds else None
     systems = sorted({r["crystal_system"] for r in rows})
     out["by_system"] = {
