@@ -188,7 +188,9 @@ def evaluate_atoms(
             )["top1"]
         rows.append(row)
     return {
-        "atoms": _summary(rows, n_candidates, seconds, control, refine),
+        "atoms": _summary(
+            rows, n_candidates, seconds, control, refine, phasing
+        ),
         "per_structure": rows,
     }
 
@@ -220,7 +222,7 @@ def _block(rows, k, control):
     return out
 
 
-def _summary(rows, k, seconds, control, refine) -> dict:
+def _summary(rows, k, seconds, control, refine, phasing) -> dict:
     out = _block(rows, k, control)
     out["top_k"] = k
     out["refined"] = refine
