@@ -79,6 +79,9 @@ def _cmd_solve(args) -> int:
         n_candidates=args.candidates,
         **extra,
     )
+    for cell in result.settings.get("indexed_cells", ()):
+        what = cell.get("error") or f"M = {cell['figure_of_merit']:.1f}"
+        print(f"indexed cell {cell['bravais']} {cell['lattice']}: {what}")
     for cand in result.candidates:
         print(_describe(cand))
     if out is not None:
@@ -293,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cell",
         type=parse_cell,
-        required=True,
-        help="a,b,c,alpha,beta,gamma in Å and degrees",
+        help="a,b,c,alpha,beta,gamma in Å and degrees (default: index "
+        "the pattern and solve in the best cells)",
     )
     p.add_argument("--candidates", type=int, default=5, help="candidates (5)")
     p.add_argument("--solver", default="crystalnet", help="solver plugin")

@@ -95,7 +95,7 @@ def rank_candidates(candidates) -> tuple[Candidate, ...]:
     out = []
     for rank, (cand, same) in enumerate(ordered, start=1):
         info = dict(cand.info)
-        info["density_sample"] = cand.rank
+        info.setdefault("density_sample", cand.rank)
         if same is not None:
             info["same_as_sample"] = same.rank
         out.append(_replace(cand, rank=rank, info=info))

@@ -120,6 +120,7 @@ class CrystalNetSolver(DensitySolver):
         latent_steps: int = 0,
         phasing: str | None = "flip",
         check_cell: bool = True,
+        n_cells: int = 2,
         refine: str | None = None,
         refine_settings: dict | None = None,
         **kw,
@@ -132,9 +133,12 @@ class CrystalNetSolver(DensitySolver):
             The measured powder pattern (2θ with its wavelength, Q or d).
         composition : str or Mapping
             The element ratios, e.g. ``"NaCl"``.
-        lattice : sequence of 6 floats
+        lattice : sequence of 6 floats or None
             a, b, c in Å and alpha, beta, gamma in degrees of the
-            conventional standard cell.
+            conventional standard cell.  None: the pattern is indexed
+            (:func:`diffpy_mlsolve.indexing.index_pattern`) and the
+            ``n_cells`` best cells are solved; each candidate's ``info``
+            names its cell.
         n_candidates : int
             Candidate densities: the mean latent, then latent samples.
         composition_mode : {"full", "elements"}
@@ -187,6 +191,24 @@ class CrystalNetSolver(DensitySolver):
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.ranking import candidates_from_densities
 
+        if lattice is None:
+            return self._solve_indexed(
+                pattern,
+                composition,
+                n_candidates,
+                n_cells,
+                dict(
+                    composition_mode=composition_mode,
+                    formula_units=formula_units,
+                    grid=grid,
+                    seed=seed,
+                    latent_steps=latent_steps,
+                    phasing=phasing,
+                    refine=refine,
+                    refine_settings=refine_settings,
+                    **kw,
+                ),
+            )
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
         predictor = self._predictor or DensityPredictor(
             self.weights, self.torch_device
@@ -242,3 +264,54 @@ class CrystalNetSolver(DensitySolver):
                 },
             },
         )
+
+    def _solve_indexed(self, pattern, composition, n_candidates, n_cells, kw):
+        """Index the pattern, solve in each of the best cells, rank all
+        candidates together."""
+        from diffpy_mlsolve.errors import MLSolveError, StructureError
+        from diffpy_mlsolve.indexing import index_pattern
+        from diffpy_mlsolve.ranking import rank_candidates
+
+        self.check_inputs(pattern, composition, (1,) * 3 + (90,) * 3, 1)
+        cells = index_pattern(pattern, n_best=int(n_cells))
+        found, tried, last = [], [], None
+        for cell in cells:
+            entry = {
+                "lattice": [round(float(v), 5) for v in cell.lattice],
+                "bravais": cell.bravais,
+                "figure_of_merit": cell.figure_of_merit,
+            }
+            tried.append(entry)
+            try:
+                res = self.solve(
+                    pattern,
+                    composition,
+                    tuple(cell.lattice),
+                    n_candidates,
+                    check_cell=False,
+                    **kw,
+                )
+            except (StructureError, MLSolveError) as err:
+                entry["error"] = str(err)
+                continue
+            last = res
+            for cand in res.candidates:
+                info = dict(cand.info)
+                info["cell"] = entry
+                found.append(_replace(cand, info=info))
+        if last is None:
+            reasons = "; ".join(e.get("error", "") for e in tried)
+            raise StructureError(
+                f"No indexed cell gave a structure ({reasons}). Please "
+                "give the cell."
+            )
+        ranked = rank_candidates(found)[:n_candidates]
+        inputs = dict(last.inputs, lattice=None)
+        settings = dict(last.settings, indexed_cells=tried)
+        return SolveResult(candidates=ranked, inputs=inputs, settings=settings)
+
+
+def _replace(cand, **changes):
+    from dataclasses import replace
+
+    return replace(cand, **changes)

@@ -159,3 +159,19 @@ def test_a_cell_that_does_not_index_the_pattern_is_refused(nacl_pattern):
     solver = ms.get_solver("crystalnet", device="cpu")
     with pytest.raises(StructureError, match="leave the cell out"):
         solver.solve(nacl_pattern, "NaCl", (4.5, 4.5, 6.1, 90, 90, 90))
+
+
+def test_without_a_cell_the_pattern_is_indexed(textbook_structures):
+    pytest.importorskip("pyobjcryst")
+    pattern = ms.simulate_pxrd(
+        textbook_structures["CsCl"], "CuKa1", fwhm=0.1, counts=1e5, seed=2
+    )
+    solver = ms.get_solver("crystalnet", device="cpu")
+    res = solver.solve(pattern, "CsCl", None, n_candidates=2, n_cells=1)
+    (cell,) = res.settings["indexed_cells"]
+    assert cell["bravais"] == "cP"
+    assert cell["lattice"][0] == pytest.approx(4.12, rel=0.005)
+    assert res.inputs["lattice"] is None
+    best = res.best
+    assert best.info["cell"] == cell
+    assert best.spacegroup == "Pm-3m"
