@@ -180,7 +180,7 @@ def evaluate_atoms(
         if control:
             j = (i + 1) % n
             wrong = _solve(
-                solver, patterns[j], rec, n_candidates, refine, seed
+                solver, patterns[j], rec, n_candidates, refine, seed, phasing
             )
             wrong = () if isinstance(wrong, Exception) else wrong
             row["control_match_top1"] = match_candidates(
