@@ -304,11 +304,7 @@ class SolveResult:
         """The content of ``report.json`` (without the file names)."""
         best = self._best_or_none()
         return {
-            "versions": {
-                "diffpy_mlsolve": __version__,
-                "python": platform.python_version(),
-                "numpy": np.__version__,
-            },
+            "versions": _versions(),
             "inputs": dict(self.inputs),
             "settings": dict(self.settings),
             "best_rank": None if best is None else best.rank,
@@ -407,6 +403,36 @@ class SolveResult:
         text = json.dumps(report, indent=2, default=_jsonable)
         (out / "report.json").write_text(text + "\n", encoding="utf-8")
         return out
+
+
+# distributions whose versions a report records, when installed
+_REPORTED = (
+    "numpy",
+    "scipy",
+    "torch",
+    "spglib",
+    "pymatgen",
+    "diffpy.structure",
+    "pyobjcryst",
+    "diffpy.srfit",
+    "diffpy.srreal",
+    "gemmi",
+)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {
+        "diffpy_mlsolve": __version__,
+        "python": platform.python_version(),
+    }
+    for name in _REPORTED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def _symmetry_report(sym) -> dict:

@@ -137,6 +137,7 @@ def test_refined_candidates_rank_by_rwp_and_write_fits(
     report = json.loads((out / "report.json").read_text())
     assert report["candidates"][0]["rwp"] == pytest.approx(first.rwp)
     assert "lattice" in report["candidates"][0]["refinement"]
+    assert report["versions"]["pyobjcryst"]  # the refiner's version too
 
 
 def test_a_cell_that_does_not_index_the_pattern_is_refused(nacl_pattern):
