@@ -59,10 +59,12 @@ def _q_of(peaks, pattern):
 def _lines(pattern, q_calc, lam=None):
     """Calculated Q with the Kα2 copies a doublet source adds (as a
     pattern on the Kα1 wavelength shows them)."""
-    from diffpy_mlsolve.radiation import SOURCES
+    from diffpy_mlsolve.radiation import radiation_of
 
-    rad = SOURCES.get(pattern.metadata.get("source_name") or "")
-    if rad is None or rad.wavelength2 is None or pattern.xtype != "tth":
+    if pattern.xtype != "tth":
+        return q_calc
+    rad = radiation_of(pattern)
+    if rad.wavelength2 is None:
         return q_calc
     both = np.concatenate([q_calc, q_calc * rad.wavelength2 / rad.wavelength])
     return np.unique(both)

@@ -153,14 +153,9 @@ def _lattice6(lattice) -> np.ndarray:
 
 
 def _radiation_lines(pattern):
-    from diffpy_mlsolve.radiation import SOURCES, resolve_radiation
+    from diffpy_mlsolve.radiation import radiation_of
 
-    source = pattern.metadata.get("source_name")
-    if source in SOURCES:
-        rad = resolve_radiation(source)
-        if abs(rad.wavelength - pattern.wavelength) < 1e-4:
-            return rad.lines
-    return [(float(pattern.wavelength), 1.0)]
+    return radiation_of(pattern).lines
 
 
 def _check_pattern(pattern):

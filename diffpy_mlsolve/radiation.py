@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from diffpy_mlsolve.errors import WavelengthError
 
-__all__ = ["Radiation", "SOURCES", "resolve_radiation", "resolve_wavelength"]
+__all__ = [
+    "Radiation",
+    "SOURCES",
+    "resolve_radiation",
+    "resolve_wavelength",
+    "radiation_of",
+]
 
 
 @dataclass(frozen=True)
@@ -131,3 +137,28 @@ def resolve_radiation(value, *, what: str = "wavelength") -> Radiation:
 def resolve_wavelength(value, *, what: str = "wavelength") -> float:
     """The main wavelength (Å) of a number, name or Radiation."""
     return resolve_radiation(value, what=what).wavelength
+
+
+def radiation_of(pattern) -> Radiation:
+    """The X-ray lines a pattern was measured with.
+
+    The named source in ``pattern.metadata["source_name"]`` (a doublet
+    such as "CuKa" brings its Kα2) when its main line is the pattern's
+    wavelength; otherwise the pattern's wavelength as one line.
+
+    Raises
+    ------
+    WavelengthError
+        When the pattern has no wavelength.
+    """
+    lam = getattr(pattern, "wavelength", None)
+    if lam is None:
+        raise WavelengthError(
+            "The pattern has no wavelength. Please give it, e.g. "
+            "load_pattern(path, wavelength='CuKa1') or "
+            "pattern.with_wavelength(1.5406)."
+        )
+    named = SOURCES.get(str(pattern.metadata.get("source_name") or ""))
+    if named is not None and abs(named.wavelength - lam) < 1e-5:
+        return named
+    return Radiation(float(lam))

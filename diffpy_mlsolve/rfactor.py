@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffpy_mlsolve.errors import PatternFormatError
-from diffpy_mlsolve.radiation import SOURCES
+from diffpy_mlsolve.radiation import radiation_of
 
 __all__ = ["estimate_fwhm", "pattern_rfactor", "rwp"]
 
@@ -110,9 +110,7 @@ def pattern_rfactor(
         widths = estimate_fwhm(x, y) * np.array([0.6, 0.8, 1.0, 1.25])
     else:
         widths = [float(fwhm)]
-    source = pat.metadata.get("source_name")
-    if source not in SOURCES:  # a bare number or a synchrotron line
-        source = pat.wavelength
+    source = radiation_of(pat)
     npts = int(min(max(len(x), 1000), 20000))
     if pat.sigma is not None:
         w = 1 / np.maximum(pat.sigma, 1e-12) ** 2

@@ -46,7 +46,10 @@ def _by_sample(res):
 def test_solve_returns_ranked_candidates(checkpoint, nacl_pattern):
     solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
     cell = (5.64, 5.64, 5.64, 90, 90, 90)
-    res = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=3, grid=16)
+    # the network's densities only (no charge flipping)
+    res = solver.solve(
+        nacl_pattern, "NaCl", cell, n_candidates=3, grid=16, phasing=None
+    )
     assert [c.rank for c in res.candidates] == [1, 2, 3]
     for cand in res.candidates:
         assert cand.density.values.shape == (16, 16, 16)
@@ -64,7 +67,9 @@ def test_solve_returns_ranked_candidates(checkpoint, nacl_pattern):
     assert sorted(by_sample) == [1, 2, 3]
     first, second = (by_sample[i].density.values for i in (1, 2))
     assert not np.allclose(first, second)  # mean latent vs a sample
-    again = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=1, grid=16)
+    again = solver.solve(
+        nacl_pattern, "NaCl", cell, n_candidates=1, grid=16, phasing=None
+    )
     np.testing.assert_array_equal(again.candidates[0].density.values, first)
 
 
@@ -89,6 +94,7 @@ def test_write_maps_and_report(checkpoint, nacl_pattern, tmp_path):
         (5.64, 5.64, 5.64, 90, 90, 90),
         n_candidates=2,
         grid=12,
+        phasing=None,
     )
     out = res.write(tmp_path / "res")
     report = json.loads((out / "report.json").read_text())
@@ -117,9 +123,32 @@ def test_latent_refinement_lowers_the_pattern_misfit(nacl_pattern):
     solver = ms.get_solver("crystalnet", device="cpu")
     cell = (5.64, 5.64, 5.64, 90, 90, 90)
     res = solver.solve(
-        nacl_pattern, "NaCl", cell, n_candidates=1, grid=16, latent_steps=6
+        nacl_pattern,
+        "NaCl",
+        cell,
+        n_candidates=1,
+        grid=16,
+        latent_steps=6,
+        phasing=None,
     )
     meta = res.candidates[0].density.metadata
     assert meta["latent_steps"] == 6
     assert meta["latent_rfactor_after"] < meta["latent_rfactor_before"] - 0.005
     assert res.settings["latent_steps"] == 6
+
+
+def test_charge_flipping_candidates_join_and_are_labelled(
+    checkpoint, nacl_pattern
+):
+    solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
+    cell = (5.64, 5.64, 5.64, 90, 90, 90)
+    res = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=2, grid=16)
+    assert len(res.candidates) == 2
+    assert res.settings["phasing"] == "flip"
+    sources = {c.info.get("density_from", "") for c in res.candidates}
+    # even an untrained network's maps, flipped on the data, solve NaCl
+    best = res.best
+    assert "charge flipping" in best.info["density_from"], sources
+    assert best.spacegroup == "Fm-3m"
+    with pytest.raises(ms.PhysicsInputError, match="phasing"):
+        solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")

@@ -44,7 +44,7 @@ class LatentFit:
 def _target(pattern, npoints):
     """(tth grid (lo, step, n), background-free y scaled to max 1)."""
     from diffpy_mlsolve.background import chebyshev_background_fit
-    from diffpy_mlsolve.radiation import SOURCES, resolve_radiation
+    from diffpy_mlsolve.radiation import radiation_of
     from diffpy_mlsolve.rfactor import estimate_fwhm
 
     if pattern.xtype == "r":
@@ -59,8 +59,7 @@ def _target(pattern, npoints):
     grid = np.linspace(x[0], x[-1], n)
     yt = np.interp(grid, x, y)
     yt = np.clip(yt, 0, None) / max(yt.max(), 1e-30)
-    name = pat.metadata.get("source_name")
-    rad = resolve_radiation(name if name in SOURCES else pat.wavelength)
+    rad = radiation_of(pat)
     fwhm = estimate_fwhm(x, pat.intensity)
     if rad.wavelength2 is not None:  # the doublet widens the estimate
         fwhm *= 0.8

@@ -54,7 +54,11 @@ from diffpy_mlsolve.errors import (
     StructureError,
     WavelengthError,
 )
-from diffpy_mlsolve.radiation import Radiation, resolve_radiation
+from diffpy_mlsolve.radiation import (
+    Radiation,
+    radiation_of,
+    resolve_radiation,
+)
 
 __all__ = [
     "STAGES",
@@ -468,15 +472,7 @@ def pattern_radiation(pattern, wavelength=None, radiation=None) -> Radiation:
             "name (e.g. wavelength=1.5406 or 'CuKa1'), or radiation='CuKa' "
             "for the Kα1/Kα2 doublet."
         )
-    name = str(pattern.metadata.get("source_name") or "")
-    if name:
-        try:
-            named = resolve_radiation(name)
-        except WavelengthError:
-            named = None
-        if named is not None and abs(named.wavelength - lam) < 1e-5:
-            return named
-    return Radiation(float(lam))
+    return radiation_of(pattern)
 
 
 def pattern_on_tth(pattern, rad: Radiation, tth_range=None):
