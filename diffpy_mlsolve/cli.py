@@ -246,6 +246,7 @@ def _cmd_evaluate(args) -> int:
             n_candidates=args.samples,
             refine=args.refine,
             phasing=None if args.phasing == "none" else args.phasing,
+            control=not args.no_control,
             device=args.device,
         )
         report.setdefault("n", len(atoms["per_structure"]))
@@ -414,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("flip", "flip-random", "none"),
         help="with --atoms: charge flipping seeded by the network (flip), "
         "from random phases (flip-random), or none (flip)",
+    )
+    p.add_argument(
+        "--no-control",
+        action="store_true",
+        help="with --atoms: skip the mismatched-pattern control (halves "
+        "the time)",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda (cpu)")
     p.add_argument("--out", required=True, help="report JSON file")
