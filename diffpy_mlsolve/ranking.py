@@ -168,7 +168,10 @@ def _best_decoration(sym, pattern, rfac, profile):
         return rfac, sym, 0
     # a new placement may have a higher symmetry; its R factor with the
     # profile fitted afresh
-    found = find_symmetry(best[1].to_crystal(), symprec=(1e-3, 0.01))
+    try:
+        found = find_symmetry(best[1].to_crystal(), symprec=(1e-3, 0.01))
+    except StructureError:  # e.g. its own standard cell is smaller
+        found = best[1]
     return pattern_rfactor(found.to_crystal(), pattern), found, 1
 
 

@@ -15,6 +15,7 @@ from diffpy_mlsolve.evaluation_atoms import match_candidates
 from diffpy_mlsolve.ranking import candidates_from_densities, contact_ratio
 from diffpy_mlsolve.rfactor import pattern_rfactor
 from diffpy_mlsolve.solver import SolveResult
+from diffpy_mlsolve.structures import to_pymatgen
 
 
 def _anti_nacl():
@@ -176,3 +177,24 @@ def test_without_a_cell_the_pattern_is_indexed(textbook_structures):
     best = res.best
     assert best.info["cell"] == cell
     assert best.spacegroup == "Pm-3m"
+
+
+def test_a_placement_whose_cell_shrinks_does_not_abort_the_solve():
+    """mp-232 (DyRh, CsCl type): a Z = 4 trial gave element placements
+    whose true period is smaller than the cell; spglib could not put them
+    back in the cell and the error aborted the whole solve."""
+    from textbook import SHARED
+
+    from diffpy_mlsolve.data.sources import open_source
+    from diffpy_mlsolve.evaluation_atoms import _pattern, _solve
+
+    table = SHARED / "test.csv.gz"
+    if not table.is_file():
+        pytest.skip("needs ../shared/data/structures/test.csv.gz")
+    rec = list(open_source(table, systems=["cubic"], limit=2))[1]
+    assert rec.id == "mp-232"
+    solver = ms.get_solver("crystalnet", device="cpu")
+    cands = _solve(solver, _pattern(rec, 0, 1), rec, 5, None, 0, "flip")
+    assert not isinstance(cands, Exception), cands
+    truth = to_pymatgen(rec.crystal)
+    assert match_candidates(cands, truth, "default")["top1"]
