@@ -423,7 +423,9 @@ def pattern_from_density(
     dev = resolve_device(device)
     step = (hi - lo) / (npoints - 1)
     grid = density.values.shape[0]
-    cell = torch.as_tensor(density.lattice, dtype=dtype, device=dev)[None]
+    cell = torch.tensor(np.array(density.lattice), dtype=dtype, device=dev)[
+        None
+    ]
     cut = float(dstar_cutoff(density.lattice, grid)[0])
     hkl, dstar, mask = reflections_within(cell, cut)
     rho = torch.tensor(np.array(density.values), dtype=dtype, device=dev)[None]
