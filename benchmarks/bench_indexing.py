@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffpy_mlsolve.data.sources import CRYSTAL_SYSTEMS
+
 TABLE = (
     Path(__file__).resolve().parents[2]
     / "shared"
@@ -44,15 +46,7 @@ TABLE = (
     / "test.csv.gz"
 )
 LAM = 1.5406
-SYSTEMS = (
-    "cubic",
-    "hexagonal",
-    "trigonal",
-    "tetragonal",
-    "orthorhombic",
-    "monoclinic",
-    "triclinic",
-)
+SYSTEMS = CRYSTAL_SYSTEMS
 SIM = dict(
     wavelength=LAM,
     tth_range=(5.0, 90.0),

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from diffpy_mlsolve.data.sources import CRYSTAL_SYSTEMS
 from diffpy_mlsolve.errors import (
     MissingBackendError,
     MLSolveError,
@@ -62,15 +63,7 @@ __all__ = [
 ]
 
 #: Crystal systems :func:`index_pattern` can search, highest symmetry first.
-SYSTEMS = (
-    "cubic",
-    "hexagonal",
-    "trigonal",
-    "tetragonal",
-    "orthorhombic",
-    "monoclinic",
-    "triclinic",
-)
+SYSTEMS = CRYSTAL_SYSTEMS
 #: The fewest peaks :func:`index_pattern` accepts.
 MIN_PEAKS = 5
 _DEFAULT_SYSTEMS = SYSTEMS[:-1]  # triclinic is slow: only when asked
