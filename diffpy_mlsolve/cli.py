@@ -269,6 +269,17 @@ def _merge_rows(report: dict, rows: list) -> None:
 
 
 # ----------------------------------------------------------------- parser
+def _add_phasing(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument(
+        "--phasing",
+        default="flip",
+        choices=("flip", "flip-random", "none"),
+        help=f"{prefix}charge flipping of the pattern's intensities seeded "
+        "by the network's densities (flip), from random phases "
+        "(flip-random), or none (flip)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlsolve",
@@ -315,13 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refine every candidate with this refiner (rietveld) and "
         "rank by its Rwp",
     )
-    p.add_argument(
-        "--phasing",
-        default="flip",
-        choices=("flip", "flip-random", "none"),
-        help="charge flipping of the pattern's intensities seeded by the "
-        "network's densities (flip), from random phases, or none (flip)",
-    )
+    _add_phasing(p)
     p.add_argument("--out", help="output folder (CIFs, maps, report.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--force", action="store_true", help="overwrite --out")
@@ -409,13 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--refine", help="with --atoms: refine candidates (rietveld)"
     )
-    p.add_argument(
-        "--phasing",
-        default="flip",
-        choices=("flip", "flip-random", "none"),
-        help="with --atoms: charge flipping seeded by the network (flip), "
-        "from random phases (flip-random), or none (flip)",
-    )
+    _add_phasing(p, "with --atoms: ")
     p.add_argument(
         "--no-control",
         action="store_true",

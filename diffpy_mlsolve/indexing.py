@@ -1323,12 +1323,13 @@ def score_spacegroups(
             PowderPattern,
             SpaceGroupExplorer,
         )
-        from pyobjcryst.reflectionprofile import ReflectionProfileType
     except ImportError as err:
         raise MissingBackendError(
             "Scoring space groups needs pyobjcryst (ObjCryst++). Please "
             "install it: conda install -c conda-forge pyobjcryst."
         ) from err
+    from diffpy_mlsolve.refine.rietveld import set_pseudo_voigt
+
     lattice = cell.lattice if isinstance(cell, CellCandidate) else cell
     lattice = tuple(float(v) for v in lattice)
     if pattern.xtype == "tth":
@@ -1365,14 +1366,7 @@ def score_spacegroups(
         a, b, c, math.radians(al), math.radians(be), math.radians(ga), "P1"
     )
     diff = pp.AddPowderPatternDiffraction(crystal)
-    diff.SetReflectionProfilePar(
-        ReflectionProfileType.PROFILE_PSEUDO_VOIGT,
-        math.radians(fwhm) ** 2,
-        0.0,
-        0.0,
-        0.5,
-        0.0,
-    )
+    set_pseudo_voigt(diff, fwhm)
     pp.quick_fit_profile(plot=False, verbose=False, init_profile=False)
     explorer = SpaceGroupExplorer(diff)
     explorer.RunAll(False, False, True, False, True)

@@ -622,13 +622,39 @@ def objcryst_powder(x, y, sigma, rad: Radiation):
     return powder
 
 
+def set_pseudo_voigt(diffraction, fwhm: float, eta: float = 0.5):
+    """Start a ``PowderPatternDiffraction`` on a pseudo-Voigt profile.
+
+    The width is constant in 2θ (Caglioti W = FWHM², U = V = 0, in
+    radians) with mixing η, the starting point of every ObjCryst fit
+    here.
+
+    Parameters
+    ----------
+    diffraction : pyobjcryst.powderpattern.PowderPatternDiffraction
+    fwhm : float
+        Full width at half maximum in degrees 2θ.
+    eta : float
+        Lorentzian fraction, 0 (Gaussian) to 1 (Lorentzian).
+    """
+    from pyobjcryst.reflectionprofile import ReflectionProfileType
+
+    diffraction.SetReflectionProfilePar(
+        ReflectionProfileType.PROFILE_PSEUDO_VOIGT,
+        math.radians(fwhm) ** 2,
+        0.0,
+        0.0,
+        float(eta),
+        0.0,
+    )
+
+
 # ----------------------------------------------------------- the fit
 class _Fit:
     """The ObjCryst objects of one refinement and its least squares."""
 
     def __init__(self, sym, x, y, sigma, rad, bg, fwhm, nbg, cycles):
         from pyobjcryst.lsq import LSQ
-        from pyobjcryst.powderpattern import ReflectionProfileType
 
         self.sym = sym
         self.cycles = cycles
@@ -638,14 +664,7 @@ class _Fit:
             self.crystal
         )
         self.fwhm0 = fwhm
-        self.diffraction.SetReflectionProfilePar(
-            ReflectionProfileType.PROFILE_PSEUDO_VOIGT,
-            math.radians(fwhm) ** 2,
-            0.0,
-            0.0,
-            0.5,
-            0.0,
-        )
+        set_pseudo_voigt(self.diffraction, fwhm)
         profile = self.diffraction.GetProfile()
         self.profile = {n: profile.GetPar(n) for n in _PROFILE}
         wmax = math.radians(_MAX_FWHM_LIMIT) ** 2
