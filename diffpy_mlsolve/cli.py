@@ -15,6 +15,7 @@ from pathlib import Path
 from diffpy_mlsolve.errors import (
     MLSolveError,
     OutputExistsError,
+    PhysicsInputError,
 )
 from diffpy_mlsolve.version import __version__
 
@@ -217,7 +218,17 @@ def _cmd_evaluate(args) -> int:
     _check_new_output(out, args.force)
     systems = args.systems.split(",") if args.systems else None
     report = {}
-    if not args.atoms_only:
+    pdf = args.input == "pdf"
+    try:
+        diameters = [float(v) for v in args.diameter.split(",") if v.strip()]
+    except ValueError:
+        diameters = []
+    if pdf and not (diameters and all(d > 0 for d in diameters)):
+        raise PhysicsInputError(
+            "--input pdf needs positive particle diameters in nm, e.g. "
+            f"--diameter 2,3,5 (got {args.diameter!r})."
+        )
+    if not args.atoms_only and not pdf:
         report = evaluate(
             args.model or DEFAULT_MODEL,
             args.structures,
@@ -231,7 +242,7 @@ def _cmd_evaluate(args) -> int:
             out=out,
         )
         print(format_report(report))
-    if args.atoms or args.atoms_only:
+    if args.atoms or args.atoms_only or pdf:
         from diffpy_mlsolve.evaluation_atoms import (
             evaluate_atoms,
             format_atoms,
@@ -248,6 +259,8 @@ def _cmd_evaluate(args) -> int:
             phasing=None if args.phasing == "none" else args.phasing,
             control=not args.no_control,
             device=args.device,
+            input=args.input,
+            diameters=diameters,
         )
         report.setdefault("n", len(atoms["per_structure"]))
         report["atoms"] = atoms["atoms"]
@@ -276,7 +289,7 @@ def _add_phasing(p: argparse.ArgumentParser, prefix: str = "") -> None:
         choices=("flip", "flip-random", "none"),
         help=f"{prefix}charge flipping of the pattern's intensities seeded "
         "by the network's densities (flip), from random phases "
-        "(flip-random), or none (flip)",
+        "(flip-random), or none (default: flip)",
     )
 
 
@@ -415,6 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--refine", help="with --atoms: refine candidates (rietveld)"
     )
     _add_phasing(p, "with --atoms: ")
+    p.add_argument(
+        "--input",
+        default="pxrd",
+        choices=("pxrd", "pdf"),
+        help="solve from powder patterns (pxrd), or from nanoparticle "
+        "G(r) of the --diameter sizes (pdf; atoms metrics only)",
+    )
+    p.add_argument(
+        "--diameter",
+        default="2,3,5",
+        help="with --input pdf: particle diameters in nm (2,3,5)",
+    )
     p.add_argument(
         "--no-control",
         action="store_true",

@@ -11,6 +11,11 @@ distance of matches, the fraction whose best candidate has the right
 space group, the median R factor (refined Rwp with ``refine``, else the
 quick pattern R factor), seconds per structure, and the control: the same
 solve fed the next structure's pattern, matched to this structure.
+
+With ``input="pdf"`` each structure is solved from the G(r) of spherical
+nanoparticles of the given diameters instead, and the blocks are also
+broken down by diameter, with the fitted (and refined) particle diameter
+against the true one.
 """
 
 from __future__ import annotations
@@ -67,8 +72,35 @@ def _pattern(record, seed, index):
     return simulate_pxrd(record.crystal, **cond.simulate_kwargs())
 
 
+def _nano_pdf(record, seed, index, diameter_nm):
+    """A nanoparticle G(r) as an instrument gives it: r 0-30 Å, Qmax
+    18-26 Å^-1, Qdamp 0.02-0.05, Qbroad 0-0.01 Å^-1, Gaussian noise of
+    0.5-1.5 % of max |G| (seeded per structure and size)."""
+    from diffpy_mlsolve.pattern import Pattern
+    from diffpy_mlsolve.simulate import simulate_pdf
+
+    rng = np.random.default_rng(
+        [int(seed), 11, int(index), int(round(10 * diameter_nm))]
+    )
+    qmax = float(rng.uniform(18, 26))
+    gr = simulate_pdf(
+        record.crystal,
+        rmax=30.0,
+        qmax=qmax,
+        qdamp=float(rng.uniform(0.02, 0.05)),
+        qbroad=float(rng.uniform(0.0, 0.01)),
+        diameter=10.0 * float(diameter_nm),
+    )
+    g = np.asarray(gr.intensity, float)
+    g = g + rng.normal(0, rng.uniform(0.005, 0.015) * np.abs(g).max(), g.size)
+    meta = dict(gr.metadata)
+    return Pattern.from_arrays(gr.x, g, xtype="r", metadata=meta)
+
+
 def _solve(solver, pattern, record, n_candidates, refine, seed, phasing):
-    from diffpy_mlsolve.errors import StructureError
+    """The SolveResult, or the error of the data that stopped it (a
+    long evaluation goes on)."""
+    from diffpy_mlsolve.errors import MLSolveError, ModelNotAvailableError
 
     lattice = tuple(float(v) for v in record.crystal.lattice)
     try:
@@ -80,9 +112,24 @@ def _solve(solver, pattern, record, n_candidates, refine, seed, phasing):
             refine=refine,
             seed=seed,
             phasing=phasing,
-        ).candidates
-    except StructureError as err:
+        )
+    except ModelNotAvailableError:
+        raise
+    except MLSolveError as err:
         return err
+
+
+def _diameters(res) -> dict:
+    """The particle diameter (nm) the solve fitted and the refiner
+    refined, where there are any."""
+    out = {}
+    fit = (res.settings.get("pdf_fit") or {}).get("diameter")
+    out["diameter_fit_nm"] = None if fit is None else fit / 10
+    best = next((c for c in res.candidates if c.failed is None), None)
+    ref = getattr(best, "refinement", None)
+    d = None if ref is None else ref.settings.get("diameter")
+    out["diameter_refined_nm"] = None if d is None else d / 10
+    return out
 
 
 def evaluate_atoms(
@@ -98,6 +145,8 @@ def evaluate_atoms(
     control=True,
     device="cpu",
     progress=True,
+    input="pxrd",
+    diameters=(2.0, 3.0, 5.0),
 ) -> dict:
     """Solve every structure of a table from its simulated pattern.
 
@@ -118,6 +167,11 @@ def evaluate_atoms(
         The solver's phasing (see ``CrystalNetSolver.solve``).
     control : bool
         Also solve each structure with the next one's pattern.
+    input : {"pxrd", "pdf"}
+        Solve from a realistic powder pattern, or from the G(r) of a
+        spherical nanoparticle of each of ``diameters`` (nm).
+    diameters : sequence of float
+        Particle diameters (nm) for ``input="pdf"``.
 
     Returns
     -------
@@ -132,13 +186,23 @@ def evaluate_atoms(
     from diffpy_mlsolve.plugins import get_solver
     from diffpy_mlsolve.structures import to_pymatgen
 
+    if input not in ("pxrd", "pdf"):
+        raise ValueError(f"input must be 'pxrd' or 'pdf', got {input!r}.")
     solver = get_solver("crystalnet", device=device, weights=model)
     records = list(open_source(structures, systems=systems, limit=limit))
     n = len(records)
     control = bool(control) and n > 1
-    patterns = [_pattern(r, seed, i) for i, r in enumerate(records)]
+    sizes = [None] if input == "pxrd" else [float(d) for d in diameters]
+    jobs = [(i, d) for i in range(n) for d in sizes]
+
+    def data(i, d):
+        if d is None:
+            return _pattern(records[i], seed, i)
+        return _nano_pdf(records[i], seed, i, d)
+
     rows, seconds = [], []
-    for i, rec in enumerate(tqdm(records, disable=not progress)):
+    for i, size in tqdm(jobs, disable=not progress):
+        rec = records[i]
         truth = to_pymatgen(rec.crystal)
         truth = Structure.from_sites(truth.sites)  # plain species
         row = {
@@ -148,14 +212,20 @@ def evaluate_atoms(
             "formula": rec.formula,
             "natoms": int(rec.crystal.natoms),
         }
+        if size is not None:
+            row["diameter_nm"] = size
         t0 = time.perf_counter()
-        cands = _solve(
-            solver, patterns[i], rec, n_candidates, refine, seed, phasing
+        res = _solve(
+            solver, data(i, size), rec, n_candidates, refine, seed, phasing
         )
         seconds.append(time.perf_counter() - t0)
-        if isinstance(cands, Exception):
-            row["error"] = str(cands)
+        if isinstance(res, Exception):
+            row["error"] = str(res)
             cands = ()
+        else:
+            cands = res.candidates
+            if size is not None:
+                row.update(_diameters(res))
         for name in MATCHERS:
             m = match_candidates(cands, truth, name, n_candidates)
             suffix = "" if name == "loose" else "_default"
@@ -180,19 +250,41 @@ def evaluate_atoms(
         if control:
             j = (i + 1) % n
             wrong = _solve(
-                solver, patterns[j], rec, n_candidates, refine, seed, phasing
+                solver, data(j, size), rec, n_candidates, refine, seed, phasing
             )
-            wrong = () if isinstance(wrong, Exception) else wrong
+            wrong = () if isinstance(wrong, Exception) else wrong.candidates
             row["control_match_top1"] = match_candidates(
                 wrong, truth, "loose", n_candidates
             )["top1"]
         rows.append(row)
-    return {
-        "atoms": _summary(
-            rows, n_candidates, seconds, control, refine, phasing
-        ),
-        "per_structure": rows,
-    }
+    summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
+    summary["input"] = input
+    if input == "pdf":
+        summary["by_diameter"] = {
+            f"{d:g} nm": _diameter_block(
+                [r for r in rows if r["diameter_nm"] == d], n_candidates
+            )
+            for d in sizes
+        }
+    return {"atoms": summary, "per_structure": rows}
+
+
+def _diameter_block(rows, k) -> dict:
+    """The match block of one particle size, with how far the fitted and
+    refined diameters are from the true one (relative, median)."""
+    out = _block(rows, k, any("control_match_top1" in r for r in rows))
+    for key in ("diameter_fit_nm", "diameter_refined_nm"):
+        err = [
+            abs(r[key] / r["diameter_nm"] - 1)
+            for r in rows
+            if r.get(key) is not None
+        ]
+        name = key.replace("_nm", "_relative_error_median")
+        out[name] = float(np.median(err)) if err else None
+        out[key.replace("_nm", "_within_10pct")] = (
+            float(np.mean([e <= 0.1 for e in err])) if err else None
+        )
+    return out
 
 
 def _rate(rows, key):
@@ -248,7 +340,9 @@ def format_atoms(section: dict) -> str:
         "s/structure",
         "system        n   top1   top5  top1(def) sg-right control",
     ]
-    for name, b in [("all", section)] + list(section["by_system"].items()):
+    blocks = [("all", section)] + list(section["by_system"].items())
+    blocks += list(section.get("by_diameter", {}).items())
+    for name, b in blocks:
         lines.append(
             f"{name:<12}{b['n']:>3} {pct(b['match_top1'])} "
             f"{pct(b['match_top5'])} {pct(b['match_top1_default'])}  "

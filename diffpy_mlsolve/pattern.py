@@ -375,6 +375,11 @@ class Pattern:
             wavelength_from="argument",
         )
 
+    def with_metadata(self, **metadata) -> Pattern:
+        """A copy whose metadata is updated with ``metadata`` (e.g.
+        ``gr.with_metadata(qmax=25.0)``)."""
+        return self._derive(self.x, self.intensity, **metadata)
+
     def on_q(self) -> Pattern:
         """The pattern on Q (Å^-1), sorted by increasing Q.
 

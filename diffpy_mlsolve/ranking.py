@@ -114,9 +114,9 @@ def _rfactor(sym, pattern):
 
     try:
         r, fit = pattern_rfactor(sym.to_crystal(), pattern, return_curves=True)
-    except MLSolveError as err:  # no wavelength, a PDF, ...
+    except MLSolveError as err:  # no wavelength, no qmax, ...
         return None, str(err), None
-    return r, None, {"fwhm": fit["fwhm"], "eta": fit["eta"]}
+    return r, None, fit["profile"]
 
 
 def decorations(sym, limit: int = MAX_DECORATIONS):
@@ -263,8 +263,8 @@ def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:
         sym = find_symmetry(
             ref.structure, symprec=(1e-3, 0.01, 0.05), keep_cell=False
         )
-    except StructureError:
-        sym = None
+    except StructureError:  # keep the group the candidate was built in
+        sym = cand.symmetry
     info = dict(cand.info)
     info["contact_ratio"] = contact_ratio(ref.structure)
     return _replace(

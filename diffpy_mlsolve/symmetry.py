@@ -1,7 +1,7 @@
 """Space groups of atom sets: spglib at a tolerance ladder, Wyckoff
 snapping, the asymmetric unit, and CIFs with their symmetry.
 
-:func:`find_symmetry` tries spglib tolerances from loose to tight and
+:func:`find_symmetry` tries spglib tolerances from tight to loose and
 keeps the highest-symmetry group that leaves the cell and its contents
 unchanged (no atoms merged, the same cell size).  The result,
 :class:`SymmetrizedStructure`, holds the standardized (spglib) setting:

@@ -60,6 +60,7 @@ print(
     f"PDF refinement: Rw {fit.rwp:.4f}, a = {fit.settings['lattice'][0]:.4f}"
     f" Å (true {a}), diameter {fit.settings['diameter']:.1f} Å (true 40.0)"
 )
+print("diameter within 10 %:", abs(fit.settings["diameter"] / 40.0 - 1) < 0.1)
 
 if len(sys.argv) > 1:
     out = res.write(sys.argv[1], force=True)

@@ -33,33 +33,29 @@ __all__ = ["CrystalNetSolver"]
 
 
 _PHASINGS = ("flip", "flip-random")
+#: Extra charge-flipping runs from random phases for a PDF input.
+PDF_RANDOM_STARTS = 4
 
 
-def _phased(densities, pattern, cell, how) -> list:
-    """Charge-flipped maps, one per density, from the pattern's
-    extracted intensities (seeded by each density's phases, or random
-    phases for "flip-random")."""
+def _phased(densities, refl, cell, how, electrons=None) -> list:
+    """Charge-flipped maps, one per density, from extracted intensities
+    ``refl`` (seeded by each density's phases, or random phases for
+    "flip-random"), holding ``electrons`` in the cell (default: as many
+    as each density)."""
     import numpy as np
 
-    from diffpy_mlsolve.errors import PhysicsInputError
-    from diffpy_mlsolve.phasing import charge_flip, extract_intensities
+    from diffpy_mlsolve.phasing import charge_flip
 
-    if how not in _PHASINGS:
-        raise PhysicsInputError(
-            f"Unknown phasing {how!r}. Please use one of {_PHASINGS} or "
-            "None."
-        )
-    refl = extract_intensities(pattern, cell)
     out = []
     for i, d in enumerate(densities):
-        electrons = float(np.mean(d.values) * d.volume)
+        count = electrons or float(np.mean(d.values) * d.volume)
         flipped = charge_flip(
             refl,
             cell,
             max(32, d.grid[0]),
             start=None if how == "flip-random" else d,
             seed=i,
-            electrons=electrons,
+            electrons=count,
         )
         flipped.metadata["start"] = (
             "random phases"
@@ -68,6 +64,57 @@ def _phased(densities, pattern, cell, how) -> list:
         )
         out.append(flipped)
     return out
+
+
+def _from_pdf(gr, cell, qmax, qdamp, diameter):
+    """(G(r) with its Qmax in the metadata, the intensity fit, the
+    equivalent powder pattern the network takes)."""
+    from diffpy_mlsolve.errors import StructureError
+    from diffpy_mlsolve.pdf_intensities import (
+        MAX_CELL_RW,
+        equivalent_powder,
+        pdf_intensities,
+    )
+
+    fit = pdf_intensities(gr, cell, qmax=qmax, qdamp=qdamp, diameter=diameter)
+    if fit.rw > MAX_CELL_RW:
+        raise StructureError(
+            f"The cell {tuple(cell)} fits this G(r) only to Rw "
+            f"{fit.rw:.2f} (the Bragg intensities of a right cell fit to "
+            f"about the noise; above {MAX_CELL_RW} the cell is not that of "
+            "the data). Please check the cell."
+        )
+    gr = gr.with_metadata(qmax=fit.qmax)
+    return gr, fit, equivalent_powder(fit)
+
+
+def _pdf_electrons(gr, composition, cell):
+    """Electrons in the cell from G(r)'s number density and the
+    composition's mean Z (None when the slope is not usable)."""
+    from pymatgen.core import Element
+
+    from diffpy_mlsolve.atoms import parse_composition
+    from diffpy_mlsolve.pdf_intensities import number_density
+    from diffpy_mlsolve.structures import cell_volume
+
+    rho0 = number_density(gr)
+    if rho0 is None:
+        return None
+    amounts = parse_composition(composition)
+    zbar = sum(Element(e).Z * n for e, n in amounts.items()) / sum(
+        amounts.values()
+    )
+    return rho0 * float(cell_volume(cell)) * zbar
+
+
+def _pdf_refine_settings(refine, settings, fit):
+    """For the "pdf" refiner: start the particle diameter at the fitted
+    one unless the user gave a start."""
+    settings = dict(settings or {})
+    name = refine if isinstance(refine, str) else getattr(refine, "name", "")
+    if name == "pdf" and fit.diameter is not None:
+        settings.setdefault("diameter", fit.diameter)
+    return settings
 
 
 class CrystalNetSolver(DensitySolver):
@@ -123,6 +170,9 @@ class CrystalNetSolver(DensitySolver):
         n_cells: int = 2,
         refine: str | None = None,
         refine_settings: dict | None = None,
+        qmax: float | None = None,
+        qdamp: float | None = None,
+        diameter: float | None = None,
         **kw,
     ) -> SolveResult:
         """Propose ``n_candidates`` structures for ``pattern``.
@@ -130,7 +180,12 @@ class CrystalNetSolver(DensitySolver):
         Parameters
         ----------
         pattern : Pattern
-            The measured powder pattern (2θ with its wavelength, Q or d).
+            The measured powder pattern (2θ with its wavelength, Q or d),
+            or a PDF G(r) (xtype "r", e.g. a nanoparticle's ``.gr``): its
+            Bragg intensities are fitted in r
+            (:func:`diffpy_mlsolve.pdf_intensities.pdf_intensities`) and
+            rendered as the powder pattern the network takes; candidates
+            are ranked by their G(r) Rw.
         composition : str or Mapping
             The element ratios, e.g. ``"NaCl"``.
         lattice : sequence of 6 floats or None
@@ -168,7 +223,12 @@ class CrystalNetSolver(DensitySolver):
             A refiner name ("rietveld", "pdf"): refine every candidate
             and rank by the refined Rwp.
         refine_settings : dict, optional
-            Passed to the refiner.
+            Passed to the refiner.  For a PDF refined with "pdf" the
+            diameter fitted to the data is the default starting diameter.
+        qmax, qdamp, diameter : float, optional
+            For a PDF: its Qmax (default: the pattern's metadata, and one
+            is needed), the instrument Qdamp and the particle diameter in
+            Å (default: fitted).
         **kw
             Passed to :func:`diffpy_mlsolve.atoms.structure_from_density`
             (``min_distance``, ``threshold``, ``symprec``).
@@ -188,9 +248,15 @@ class CrystalNetSolver(DensitySolver):
             When the composition cannot fill the cell with the given
             ``formula_units``, or the cell leaves strong peaks unindexed.
         """
+        from diffpy_mlsolve.errors import PhysicsInputError, StructureError
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.ranking import candidates_from_densities
 
+        if lattice is None and getattr(pattern, "xtype", None) == "r":
+            raise StructureError(
+                "A PDF G(r) cannot be indexed here; please give the cell "
+                "(lattice=(a, b, c, alpha, beta, gamma), or --cell)."
+            )
         if lattice is None:
             return self._solve_indexed(
                 pattern,
@@ -210,26 +276,63 @@ class CrystalNetSolver(DensitySolver):
                 ),
             )
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
+        if phasing is not None and phasing not in _PHASINGS:
+            raise PhysicsInputError(
+                f"Unknown phasing {phasing!r}. Please use one of "
+                f"{_PHASINGS} or None."
+            )
         predictor = self._predictor or DensityPredictor(
             self.weights, self.torch_device
         )
         self._predictor = predictor
-        batch = predictor.batch(pattern, composition, cell, composition_mode)
-        if check_cell:
-            from diffpy_mlsolve.cellcheck import check_cell as _check_cell
+        pdf_fit = None
+        if pattern.xtype == "r":
+            pattern, pdf_fit, data = _from_pdf(
+                pattern, cell, qmax, qdamp, diameter
+            )
+            refine_settings = _pdf_refine_settings(
+                refine, refine_settings, pdf_fit
+            )
+        else:
+            if (qmax, qdamp, diameter) != (None, None, None):
+                raise PhysicsInputError(
+                    "qmax, qdamp and diameter apply to a PDF G(r) input; "
+                    f"this pattern has xtype {pattern.xtype!r}."
+                )
+            data = pattern
+            if check_cell:
+                from diffpy_mlsolve.cellcheck import check_cell as _check
 
-            _check_cell(pattern, cell)
+                _check(pattern, cell)
+        batch = predictor.batch(data, composition, cell, composition_mode)
         densities = predictor.predict(
             batch,
             cell,
             n_candidates,
             grid,
             seed,
-            pattern=pattern,
+            pattern=data,
             latent_steps=latent_steps,
         )
         if phasing is not None:
-            densities = _phased(densities, pattern, cell, phasing) + (
+            if pdf_fit is not None:
+                refl = pdf_fit.for_phasing()
+            else:
+                from diffpy_mlsolve.phasing import extract_intensities
+
+                refl = extract_intensities(pattern, cell)
+            electrons = None
+            if pdf_fit is not None:
+                electrons = _pdf_electrons(pattern, composition, cell)
+            flipped = _phased(densities, refl, cell, phasing, electrons)
+            if pdf_fit is not None and phasing == "flip":
+                # flipping on PDF intensities succeeds about one start in
+                # two: more starts, the G(r) Rw picks
+                starts = (densities * PDF_RANDOM_STARTS)[:PDF_RANDOM_STARTS]
+                flipped += _phased(
+                    starts, refl, cell, "flip-random", electrons
+                )
+            densities = flipped + (
                 [] if phasing == "flip-random" else densities
             )
         candidates = candidates_from_densities(
@@ -259,6 +362,17 @@ class CrystalNetSolver(DensitySolver):
                 "latent_steps": latent_steps,
                 "phasing": phasing,
                 "refine": refine,
+                "pdf_fit": (
+                    None
+                    if pdf_fit is None
+                    else {
+                        "diameter": pdf_fit.diameter,
+                        "qdamp": pdf_fit.qdamp,
+                        "qmax": pdf_fit.qmax,
+                        "rw": pdf_fit.rw,
+                        "groups": pdf_fit.reflections.ngroups,
+                    }
+                ),
                 "model_meta": {
                     k: predictor.meta.get(k) for k in ("step", "val")
                 },

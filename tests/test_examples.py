@@ -33,5 +33,13 @@ def test_example_runs(script, tmp_path):
 # what the solving examples must find (they print it either way)
 PROMISES = {
     "solve_and_refine.py": ["matches the true structure: True"],
-    "refine_pdf_chain.py": ["powder solution: Pm-3m", "(true 40.0)"],
+    "refine_pdf_chain.py": [
+        "powder solution: Pm-3m",
+        "diameter within 10 %: True",
+    ],
+    "nanoparticle_pdf.py": [
+        "PDF solution: Fm-3m",
+        "matches the true structure: True",
+        "diameter within 10 %: True",
+    ],
 }

@@ -10,7 +10,10 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 import diffpy_mlsolve as ms
-from diffpy_mlsolve.errors import PatternFormatError, WavelengthError
+from diffpy_mlsolve.errors import (
+    PhysicsInputError,
+    WavelengthError,
+)
 from diffpy_mlsolve.evaluation_atoms import match_candidates
 from diffpy_mlsolve.ranking import candidates_from_densities, contact_ratio
 from diffpy_mlsolve.rfactor import pattern_rfactor
@@ -55,8 +58,11 @@ def test_rfactor_refuses_what_it_cannot_score(textbook_structures):
     )
     with pytest.raises(WavelengthError):
         pattern_rfactor(nacl, bare)
-    with pytest.raises(PatternFormatError, match="pdf"):
-        pattern_rfactor(nacl, ms.simulate_pdf(nacl, rmax=10))
+    gr = ms.simulate_pdf(nacl, rmax=10)  # a G(r) is scored in r ...
+    assert pattern_rfactor(nacl, gr) < 0.02
+    bare_gr = ms.Pattern.from_arrays(gr.x, gr.intensity, xtype="r")
+    with pytest.raises(PhysicsInputError, match="qmax="):  # ... with Qmax
+        pattern_rfactor(nacl, bare_gr)
 
 
 def test_right_density_ranks_first_and_matches(
@@ -194,7 +200,7 @@ def test_a_placement_whose_cell_shrinks_does_not_abort_the_solve():
     rec = list(open_source(table, systems=["cubic"], limit=2))[1]
     assert rec.id == "mp-232"
     solver = ms.get_solver("crystalnet", device="cpu")
-    cands = _solve(solver, _pattern(rec, 0, 1), rec, 5, None, 0, "flip")
-    assert not isinstance(cands, Exception), cands
+    res = _solve(solver, _pattern(rec, 0, 1), rec, 5, None, 0, "flip")
+    assert not isinstance(res, Exception), res
     truth = to_pymatgen(rec.crystal)
-    assert match_candidates(cands, truth, "default")["top1"]
+    assert match_candidates(res.candidates, truth, "default")["top1"]
