@@ -152,3 +152,27 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     assert best.spacegroup == "Fm-3m"
     with pytest.raises(ms.PhysicsInputError, match="phasing"):
         solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")
+
+
+def test_latent_refinement_keeps_the_callers_model_and_best_latents(
+    checkpoint, nacl_pattern
+):
+    import torch
+
+    from diffpy_mlsolve.model.latent import refine_latents
+    from diffpy_mlsolve.model.predict import DensityPredictor
+
+    pred = DensityPredictor(checkpoint, "cpu")
+    cell = (5.64, 5.64, 5.64, 90, 90, 90)
+    batch = pred.batch(nacl_pattern, "NaCl", cell)
+    frozen = next(pred.model.parameters())
+    frozen.requires_grad_(False)  # the caller froze one parameter
+    z = torch.randn(2, SMALL.latent)
+    fit = refine_latents(
+        pred.model, batch, nacl_pattern, cell, z, steps=4, lr=0.5, grid=12
+    )
+    assert not frozen.requires_grad
+    assert all(p.requires_grad for p in list(pred.model.parameters())[1:])
+    # a large step may overshoot: each sample keeps its best latent
+    assert np.all(fit.r_after <= fit.r_before + 1e-12)
+    assert fit.z.shape == z.shape

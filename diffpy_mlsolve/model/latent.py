@@ -147,6 +147,7 @@ def refine_latents(
         return torch.stack(out)
 
     was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -154,16 +155,25 @@ def refine_latents(
         zz = z.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([zz], lr=lr)
         with torch.no_grad():
-            before = r_factor(zz).cpu().numpy()
+            before = r_factor(zz)
+        best_r, best_z = before.clone(), zz.detach().clone()
         for _ in range(int(steps)):
             opt.zero_grad()
-            loss = r_factor(zz).sum()
-            loss.backward()
+            r_now = r_factor(zz)
+            better = r_now.detach() < best_r  # each sample keeps its best
+            best_r = torch.where(better, r_now.detach(), best_r)
+            best_z[better] = zz.detach()[better]
+            r_now.sum().backward()
             opt.step()
         with torch.no_grad():
-            after = r_factor(zz).cpu().numpy()
+            r_last = r_factor(zz)
+        better = r_last < best_r
+        best_r = torch.where(better, r_last, best_r)
+        best_z[better] = zz.detach()[better]
     finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
         model.train(was_training)
-    return LatentFit(zz.detach(), before, after, int(steps))
+    return LatentFit(
+        best_z, before.cpu().numpy(), best_r.cpu().numpy(), int(steps)
+    )
