@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from diffpy_mlsolve.atoms import structure_from_density
-from diffpy_mlsolve.errors import PatternFormatError, WavelengthError
+from diffpy_mlsolve.errors import (
+    PatternFormatError,
+    StructureError,
+    WavelengthError,
+)
 from diffpy_mlsolve.pattern import Pattern
 from diffpy_mlsolve.phasing import (
     Reflections,
@@ -74,7 +78,7 @@ def _matches(density, structure, name) -> bool:
             structure.composition.reduced_formula,
             formula_units=Z[name],
         )
-    except Exception:  # a wrong map: no symmetric structure
+    except StructureError:  # a wrong map: no structure in it
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -207,7 +207,7 @@ def test_refinement_recovers_a_perturbed_structure(objcryst, structures, name):
     assert before > 0.05
     assert after < before / 3
     for el, b in s["biso"].items():
-        assert abs(b - 1.0) < 1.5  # from 2.5 towards the true 1.0
+        assert abs(b - 1.0) < 0.5  # from 2.5 to near the true 1.0
 
 
 def test_wrong_structure_fits_clearly_worse(objcryst, structures):
