@@ -78,11 +78,15 @@ def _same(a, b) -> bool:
 
 
 def rank_candidates(candidates) -> tuple[Candidate, ...]:
-    """Ranks 1, 2, ...: usable candidates by score, repeats of an earlier
-    structure after the distinct ones, failed candidates last."""
+    """Ranks 1, 2, ...: usable candidates by score (refined ones before
+    those whose refinement failed), repeats of an earlier structure after
+    the distinct ones, failed candidates last."""
     usable = [c for c in candidates if c.failed is None]
     failed = [c for c in candidates if c.failed is not None]
-    usable.sort(key=_score)
+    # a refined Rwp and a quick R factor are not on one scale: when some
+    # candidates were refined, those whose refinement failed rank after
+    refined = any(c.rwp is not None for c in usable)
+    usable.sort(key=lambda c: (refined and c.rwp is None, _score(c)))
     distinct, repeats = [], []
     for cand in usable:
         same = next((d for d in distinct if _same(cand, d)), None)

@@ -15,7 +15,11 @@ from diffpy_mlsolve.errors import (
     WavelengthError,
 )
 from diffpy_mlsolve.evaluation_atoms import match_candidates
-from diffpy_mlsolve.ranking import candidates_from_densities, contact_ratio
+from diffpy_mlsolve.ranking import (
+    candidates_from_densities,
+    contact_ratio,
+    rank_candidates,
+)
 from diffpy_mlsolve.rfactor import pattern_rfactor
 from diffpy_mlsolve.solver import SolveResult
 from diffpy_mlsolve.structures import to_pymatgen
@@ -204,3 +208,21 @@ def test_a_placement_whose_cell_shrinks_does_not_abort_the_solve():
     assert not isinstance(res, Exception), res
     truth = to_pymatgen(rec.crystal)
     assert match_candidates(res.candidates, truth, "default")["top1"]
+
+
+def test_a_failed_refinement_ranks_after_the_refined(textbook_structures):
+    from diffpy_mlsolve.solver import Candidate
+    from diffpy_mlsolve.symmetry import find_symmetry
+
+    def cand(name, **kw):
+        sym = find_symmetry(textbook_structures[name])
+        return Candidate(rank=1, structure=sym.to_diffpy(), symmetry=sym, **kw)
+
+    # quick R 0.05 (refinement crashed) against a refined Rwp of 0.2
+    crashed = cand("CsCl", pattern_rfactor=0.05)
+    refined = cand("NaCl", pattern_rfactor=0.3, rwp=0.2)
+    ranked = rank_candidates([crashed, refined])
+    assert [c.rwp for c in ranked] == [0.2, None]
+    # unrefined candidates alone rank by their quick R
+    ranked = rank_candidates([cand("NaCl", pattern_rfactor=0.3), crashed])
+    assert [c.pattern_rfactor for c in ranked] == [0.05, 0.3]
