@@ -290,6 +290,7 @@ def candidates_from_densities(
     formula_units=None,
     refine=None,
     refine_settings=None,
+    refine_top: int | None = None,
     swaps: bool = True,
     **kw,
 ) -> tuple[Candidate, ...]:
@@ -305,6 +306,9 @@ def candidates_from_densities(
     refine : str or Refiner, optional
         Refine every usable candidate with this refiner.
     refine_settings : dict, optional
+    refine_top : int, optional
+        Refine only the best ``refine_top`` candidates by the quick R
+        factor (distinct structures first); default all.
     swaps : bool
         Try other placements of the elements on the sites found and keep
         the best-fitting one (:func:`decorations`).
@@ -320,12 +324,15 @@ def candidates_from_densities(
             from diffpy_mlsolve.plugins import get_refiner
 
             refine = get_refiner(refine)
+        if refine_top is not None:  # the quick ranking picks which
+            cands = list(rank_candidates(cands))
+        top = len(cands) if refine_top is None else int(refine_top)
         cands = [
             (
                 _refined(c, refine, pattern, dict(refine_settings or {}))
-                if c.failed is None
+                if c.failed is None and i < top
                 else c
             )
-            for c in cands
+            for i, c in enumerate(cands)
         ]
     return rank_candidates(cands)

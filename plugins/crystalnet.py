@@ -342,6 +342,7 @@ class CrystalNetSolver(DensitySolver):
             formula_units=formula_units,
             refine=refine,
             refine_settings=refine_settings,
+            refine_top=n_candidates,
             **kw,
         )[:n_candidates]
         return SolveResult(

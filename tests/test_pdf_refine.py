@@ -226,6 +226,9 @@ def test_the_plugin_refines_and_reports(nacl, nacl_gr):
     assert settings["spacegroup_number"] == 225
     assert set(settings) >= {"lattice", "scale", "qdamp", "biso", "qmax"}
     assert result.x[-1] == pytest.approx(10.0)
+    ax = result.plot()  # G(r) axes, not a powder pattern's
+    assert ax.get_xlabel() == "r (Å)" and ax.get_ylabel().startswith("G(r)")
+    assert ax.get_title().startswith("Rw")
 
 
 # ---------------------------------------------------------------- errors

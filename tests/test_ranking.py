@@ -143,6 +143,13 @@ def test_refined_candidates_rank_by_rwp_and_write_fits(
     assert first.refinement is not None and first.rwp < 0.08
     assert second.rwp > 1.5 * first.rwp  # the wrong one fits worse
     assert first.spacegroup == "Fm-3m"  # the refinement kept the group
+    assert first.symmetry.number == 225
+    # refine_top: only the quick ranking's best is refined
+    top = candidates_from_densities(
+        [bad, good], nacl_pattern, "NaCl", refine="rietveld", refine_top=1
+    )
+    assert top[0].info["density_sample"] == 2 and top[0].rwp is not None
+    assert top[1].refinement is None and top[1].rwp is None
     out = SolveResult(candidates=cands).write(tmp_path / "run")
     assert (out / "fit_01.png").stat().st_size > 1000
     report = json.loads((out / "report.json").read_text())

@@ -973,6 +973,7 @@ def pdf_result(recipe, history=None):
     psize = values.get("psize")
     settings = {
         "refiner": "pdf",
+        "xtype": "r",
         "calculator": info.calculator,
         "spacegroup": info.symbol,
         "spacegroup_number": int(info.number),
