@@ -229,6 +229,12 @@ def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
         "peak_height_misfit": sites.misfit,
         "elements_swapped": bool(swapped),
         "contact_ratio": contact_ratio(structure),
+        # the peaks as picked, in the density's own frame (the symmetrised
+        # structure is in spglib's standard setting and origin)
+        "picked_sites": {
+            "elements": list(sites.elements),
+            "frac": np.round(np.asarray(sites.frac, float), 5).tolist(),
+        },
     }
     if skipped:
         info["pattern_rfactor_skipped"] = skipped

@@ -465,7 +465,8 @@ def _refinement_report(ref) -> dict:
 
 
 def _plot_density(cand, path: Path) -> None:
-    """Three central slices of the density, with the picked sites."""
+    """Three slices of the density through its highest peak, with the
+    sites picked from it."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -475,9 +476,9 @@ def _plot_density(cand, path: Path) -> None:
     n = values.shape[0]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     sites = None
-    if cand.symmetry is not None:
-        els, frac, _, _ = cand.symmetry.expand()
-        sites = (els, frac)
+    picked = cand.info.get("picked_sites")
+    if picked:  # in the density's frame (not the CIF's standard setting)
+        sites = (picked["elements"], np.asarray(picked["frac"], float))
     for axis, ax in enumerate(axes):
         # the slice through the highest peak along this axis
         k = int(np.unravel_index(np.argmax(values), values.shape)[axis])

@@ -233,3 +233,19 @@ def test_a_failed_refinement_ranks_after_the_refined(textbook_structures):
     # unrefined candidates alone rank by their quick R
     ranked = rank_candidates([cand("NaCl", pattern_rfactor=0.3), crashed])
     assert [c.pattern_rfactor for c in ranked] == [0.05, 0.3]
+
+
+def test_picked_sites_stay_in_the_density_frame(
+    textbook_structures, nacl_pattern
+):
+    shifted = textbook_structures["NaCl"].copy()
+    shift = np.array([0.1, 0.2, 0.3])
+    shifted.translate_sites(range(len(shifted)), shift)
+    density = ms.electron_density(shifted, grid=32, standardize=False)
+    (cand,) = candidates_from_densities([density], nacl_pattern, "NaCl")
+    picked = np.asarray(cand.info["picked_sites"]["frac"])
+    truth = np.mod(shifted.frac_coords, 1)
+    # every picked site sits on an atom of the shifted crystal
+    d = np.abs((picked[:, None, :] - truth[None]) + 0.5) % 1 - 0.5
+    assert np.linalg.norm(d, axis=2).min(axis=1).max() < 0.02
+    assert len(picked) == 8
