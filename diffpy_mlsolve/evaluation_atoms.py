@@ -184,6 +184,7 @@ def evaluate_atoms(
 
     from diffpy_mlsolve.data.sources import open_source
     from diffpy_mlsolve.plugins import get_solver
+    from diffpy_mlsolve.solver import _versions
     from diffpy_mlsolve.structures import to_pymatgen
 
     if input not in ("pxrd", "pdf"):
@@ -259,6 +260,17 @@ def evaluate_atoms(
         rows.append(row)
     summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
     summary["input"] = input
+    summary["settings"] = {
+        "structures": str(structures),
+        "systems": systems,
+        "limit": limit,
+        "seed": seed,
+        "model": str(model) if model is not None else "shipped",
+        "n_candidates": n_candidates,
+        "diameters_nm": None if input == "pxrd" else sizes,
+        "device": str(device),
+        "versions": _versions(),
+    }
     if input == "pdf":
         summary["by_diameter"] = {
             f"{d:g} nm": _diameter_block(

@@ -214,6 +214,8 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
         assert 0 <= atoms[key] <= 1
     assert atoms["seconds_per_structure"] > 0
     assert sum(b["n"] for b in atoms["by_system"].values()) == 3
+    assert atoms["settings"]["seed"] == 0 and atoms["settings"]["limit"] == 3
+    assert "torch" in atoms["settings"]["versions"]
     row = data["per_structure"][0]
     assert "ssim_reference" in row and "match_top1" in row
     assert "top1" in done.stdout
