@@ -383,7 +383,11 @@ class CrystalNetSolver(DensitySolver):
     def _solve_indexed(self, pattern, composition, n_candidates, n_cells, kw):
         """Index the pattern, solve in each of the best cells, rank all
         candidates together."""
-        from diffpy_mlsolve.errors import MLSolveError, StructureError
+        from diffpy_mlsolve.errors import (
+            MissingBackendError,
+            MLSolveError,
+            StructureError,
+        )
         from diffpy_mlsolve.indexing import index_pattern
         from diffpy_mlsolve.ranking import rank_candidates
 
@@ -406,7 +410,9 @@ class CrystalNetSolver(DensitySolver):
                     check_cell=False,
                     **kw,
                 )
-            except (StructureError, MLSolveError) as err:
+            except (ModelNotAvailableError, MissingBackendError):
+                raise  # not about this cell: the user must fix it
+            except MLSolveError as err:  # this cell gave no structure
                 entry["error"] = str(err)
                 continue
             last = res

@@ -249,3 +249,19 @@ def test_picked_sites_stay_in_the_density_frame(
     d = np.abs((picked[:, None, :] - truth[None]) + 0.5) % 1 - 0.5
     assert np.linalg.norm(d, axis=2).min(axis=1).max() < 0.02
     assert len(picked) == 8
+
+
+def test_without_a_cell_a_missing_model_is_not_blamed_on_the_cells(
+    textbook_structures, tmp_path
+):
+    from diffpy_mlsolve.errors import ModelNotAvailableError
+
+    pytest.importorskip("pyobjcryst")
+    pattern = ms.simulate_pxrd(
+        textbook_structures["CsCl"], "CuKa1", counts=1e5, seed=0
+    )
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    solver = ms.get_solver("crystalnet", device="cpu", weights=empty)
+    with pytest.raises(ModelNotAvailableError):
+        solver.solve(pattern, "CsCl", None, n_candidates=1, n_cells=1)
