@@ -152,6 +152,18 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     assert best.spacegroup == "Fm-3m"
     with pytest.raises(ms.PhysicsInputError, match="phasing"):
         solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")
+    # the ablation: flipping from random phases only, no network maps
+    rand = solver.solve(
+        nacl_pattern,
+        "NaCl",
+        cell,
+        n_candidates=2,
+        grid=16,
+        phasing="flip-random",
+    )
+    froms = {c.info.get("density_from") for c in rand.candidates}
+    assert froms == {"charge flipping from random phases"}
+    assert rand.best.spacegroup == "Fm-3m"
 
 
 def test_latent_refinement_keeps_the_callers_model_and_best_latents(
