@@ -265,3 +265,31 @@ def test_without_a_cell_a_missing_model_is_not_blamed_on_the_cells(
     solver = ms.get_solver("crystalnet", device="cpu", weights=empty)
     with pytest.raises(ModelNotAvailableError):
         solver.solve(pattern, "CsCl", None, n_candidates=1, n_cells=1)
+
+
+def test_placements_and_the_symmetry_premium(textbook_structures):
+    from diffpy_mlsolve.ranking import SYMMETRY_PREMIUM, decorations
+    from diffpy_mlsolve.solver import Candidate
+    from diffpy_mlsolve.symmetry import find_symmetry
+
+    nacl = find_symmetry(textbook_structures["NaCl"])
+    # 4a and 4b: the one other placement swaps the elements
+    assert decorations(nacl) == [tuple(reversed(nacl.elements))]
+    rattled = textbook_structures["NaCl"].copy()
+    rattled.perturb(0.05, min_distance=0.05)
+    p1 = find_symmetry(rattled, symprec=(1e-3,))
+    assert p1.number == 1
+
+    def cand(sym, r):
+        return Candidate(
+            rank=1, structure=sym.to_diffpy(), symmetry=sym, pattern_rfactor=r
+        )
+
+    # P1 must fit clearly better than Fm-3m to rank first
+    r = 0.1
+    slightly = r * (1 + 0.5 * SYMMETRY_PREMIUM)
+    ranked = rank_candidates([cand(p1, r), cand(nacl, slightly)])
+    assert ranked[0].symmetry.number == 225
+    clearly = r * (1 + 2 * SYMMETRY_PREMIUM)
+    ranked = rank_candidates([cand(p1, r), cand(nacl, clearly)])
+    assert ranked[0].symmetry.number == 1
