@@ -64,7 +64,10 @@ def _score(cand: Candidate) -> float:
     penalty."""
     r = cand.rwp if cand.rwp is not None else cand.pattern_rfactor
     r = 1.0 if r is None or not math.isfinite(r) else r
-    ops = 1 if cand.symmetry is None else len(cand.symmetry.rotations)
+    if cand.symmetry is not None:
+        ops = len(cand.symmetry.rotations)
+    else:
+        ops = int(cand.info.get("symmetry_ops", 1))
     r *= 1 + SYMMETRY_PREMIUM * (1 - min(ops, 48) / 48)
     ratio = cand.info.get("contact_ratio", math.inf)
     return r + max(0.0, PLAUSIBLE_CONTACT - ratio)
@@ -273,9 +276,12 @@ def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:
         sym = find_symmetry(
             ref.structure, symprec=(1e-3, 0.01, 0.05), keep_cell=False
         )
-    except StructureError:  # keep the group the candidate was built in
-        sym = cand.symmetry
+    except StructureError:
+        sym = None  # the CIF is then the refined cell's atoms in P1
     info = dict(cand.info)
+    if sym is None and cand.symmetry is not None:
+        # the refiner kept the group's constraints: rank it as that group
+        info["symmetry_ops"] = len(cand.symmetry.rotations)
     info["contact_ratio"] = contact_ratio(ref.structure)
     return _replace(
         cand,

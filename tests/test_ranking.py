@@ -293,3 +293,12 @@ def test_placements_and_the_symmetry_premium(textbook_structures):
     clearly = r * (1 + 2 * SYMMETRY_PREMIUM)
     ranked = rank_candidates([cand(p1, r), cand(nacl, clearly)])
     assert ranked[0].symmetry.number == 1
+    # a refined structure whose group was not re-detected keeps its rank
+    refined = Candidate(
+        rank=1,
+        structure=nacl.to_diffpy(),
+        pattern_rfactor=slightly,
+        info={"symmetry_ops": len(nacl.rotations)},
+    )
+    ranked = rank_candidates([cand(p1, r), refined])
+    assert ranked[0].symmetry is None
