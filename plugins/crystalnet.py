@@ -66,7 +66,7 @@ def _phased(densities, refl, cell, how, electrons=None) -> list:
     return out
 
 
-def _from_pdf(gr, cell, qmax, qdamp, diameter):
+def _from_pdf(gr, cell, qmax, qdamp, diameter, check_cell=True):
     """(G(r) with its Qmax in the metadata, the intensity fit, the
     equivalent powder pattern the network takes)."""
     from diffpy_mlsolve.errors import StructureError
@@ -77,7 +77,7 @@ def _from_pdf(gr, cell, qmax, qdamp, diameter):
     )
 
     fit = pdf_intensities(gr, cell, qmax=qmax, qdamp=qdamp, diameter=diameter)
-    if fit.rw > MAX_CELL_RW:
+    if check_cell and fit.rw > MAX_CELL_RW:
         raise StructureError(
             f"The cell {tuple(cell)} fits this G(r) only to Rw "
             f"{fit.rw:.2f} (the Bragg intensities of a right cell fit to "
@@ -218,7 +218,9 @@ class CrystalNetSolver(DensitySolver):
             network's densities only.  The best ``n_candidates`` are kept.
         check_cell : bool
             First make sure the cell indexes the strongest peaks
-            (:func:`diffpy_mlsolve.cellcheck.check_cell`).
+            (:func:`diffpy_mlsolve.cellcheck.check_cell`); for a G(r),
+            that its reflections fit it (intensity-fit Rw at most
+            :data:`~diffpy_mlsolve.pdf_intensities.MAX_CELL_RW`).
         refine : str, optional
             A refiner name ("rietveld", "pdf"): refine every candidate
             and rank by the refined Rwp.
@@ -288,7 +290,7 @@ class CrystalNetSolver(DensitySolver):
         pdf_fit = None
         if pattern.xtype == "r":
             pattern, pdf_fit, data = _from_pdf(
-                pattern, cell, qmax, qdamp, diameter
+                pattern, cell, qmax, qdamp, diameter, check_cell
             )
             refine_settings = _pdf_refine_settings(
                 refine, refine_settings, pdf_fit

@@ -146,6 +146,12 @@ def test_errors_name_the_fix(gr_3nm):
     solver = get_solver("crystalnet", device="cpu")
     with pytest.raises(StructureError, match="check the cell"):
         solver.solve(gr_3nm, "NaCl", (4.0, 4.0, 4.0, 90, 90, 90))
+    # check_cell=False lets the wrong cell through (its fit is poor)
+    from diffpy_mlsolve_plugins.crystalnet import _from_pdf
+
+    wrong = (4.0, 4.0, 4.0, 90.0, 90.0, 90.0)
+    _, fit, _ = _from_pdf(gr_3nm, wrong, None, None, None, False)
+    assert fit.rw > 0.2
     with pytest.raises(StructureError, match="give the cell"):
         solver.solve(gr_3nm, "NaCl", None)
     with pytest.raises(PhysicsInputError, match="PDF"):
