@@ -222,8 +222,9 @@ class CrystalNetSolver(DensitySolver):
             that its reflections fit it (intensity-fit Rw at most
             :data:`~diffpy_mlsolve.pdf_intensities.MAX_CELL_RW`).
         refine : str, optional
-            A refiner name ("rietveld", "pdf"): refine every candidate
-            and rank by the refined Rwp.
+            A refiner name ("rietveld", "pdf"): refine the best
+            ``n_candidates`` (by the quick R factor) and rank by the
+            refined Rwp.
         refine_settings : dict, optional
             Passed to the refiner.  For a PDF refined with "pdf" the
             diameter fitted to the data is the default starting diameter.
