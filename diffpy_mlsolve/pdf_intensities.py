@@ -226,7 +226,11 @@ def pdf_intensities(
     import torch
     from scipy.optimize import minimize_scalar, nnls
 
-    from diffpy_mlsolve.phasing import Reflections, _lattice6
+    from diffpy_mlsolve.phasing import (
+        Reflections,
+        _isolated_groups,
+        _lattice6,
+    )
     from diffpy_mlsolve.physics.reflections import reflections_within
     from diffpy_mlsolve.refine.pdf import _meta, _qmax
     from diffpy_mlsolve.structures import cell_volume
@@ -315,15 +319,7 @@ def pdf_intensities(
     # per-member |F|^2 / (N <f>^2): undo the column norm and the 8π/V
     volume = float(cell_volume(lat))
     f2 = (coef / norm)[group] * volume / (8 * math.pi)
-    centre = np.zeros(ngroups)
-    np.maximum.at(centre, group, q)
-    srt = np.sort(centre)
-    gaps = np.diff(srt)
-    near = np.minimum(
-        np.concatenate([[np.inf], gaps]), np.concatenate([gaps, [np.inf]])
-    )
-    isolated = np.empty(ngroups, bool)
-    isolated[np.argsort(centre, kind="stable")] = near > 2 * tol
+    isolated = _isolated_groups(group, q, 2 * tol)
     nan = np.full(len(hkl), np.nan)
     refl = Reflections(
         hkl=hkl.astype(int),

@@ -188,6 +188,21 @@ def _groups(tth, tol):
     return group
 
 
+def _isolated_groups(group, position, gap):
+    """(G,) bool: groups whose position (the largest of its members') is
+    more than ``gap`` from every other group's."""
+    ngroups = int(group.max()) + 1
+    centre = np.zeros(ngroups)
+    np.maximum.at(centre, group, position)
+    gaps = np.diff(np.sort(centre))
+    near = np.minimum(
+        np.concatenate([[np.inf], gaps]), np.concatenate([gaps, [np.inf]])
+    )
+    isolated = np.empty(ngroups, bool)
+    isolated[np.argsort(centre, kind="stable")] = near > gap
+    return isolated
+
+
 def _design(dstar, group, ngroups, grid, lines, fwhm, eta, dtype):
     """(P, G) pattern of each group with unit |F|^2 per member."""
     from diffpy_mlsolve.physics.powder import powder_pattern
@@ -397,16 +412,7 @@ def extract_intensities(
     f2 = np.full(len(hkl), np.nan)
     f2[idx] = fit["coef"][grp]
     # a group is isolated when no other group's peak is within 2 FWHM
-    ngroups = int(grp.max()) + 1
-    centre = np.zeros(ngroups)
-    np.maximum.at(centre, grp, tth[idx])
-    srt = np.sort(centre)
-    gaps = np.diff(srt)
-    left = np.concatenate([[np.inf], gaps])
-    right = np.concatenate([gaps, [np.inf]])
-    iso_sorted = np.minimum(left, right) > 2 * fit["fwhm"]
-    isolated = np.empty(ngroups, bool)
-    isolated[np.argsort(centre, kind="stable")] = iso_sorted
+    isolated = _isolated_groups(grp, tth[idx], 2 * fit["fwhm"])
     return Reflections(
         hkl=hkl.astype(int),
         dstar=dstar,
