@@ -76,6 +76,11 @@ def test_intensities_fit_the_data_and_recover_the_particle(fit_3nm):
     }
     ratio = _f2_of(refl, (1, 1, 1)) / _f2_of(refl, (2, 0, 0))
     assert ratio == pytest.approx(truth[1, 1, 1] / truth[2, 0, 0], rel=0.25)
+    # (111) and (200) lie 0.3 Å^-1 apart: isolated groups; the dense
+    # high-Q shells are not
+    i111 = np.flatnonzero(np.all(np.abs(refl.hkl) == (1, 1, 1), axis=1))[0]
+    assert refl.isolated[refl.group[i111]]
+    assert not refl.isolated[refl.group[np.argmax(refl.dstar)]]
     # absent in F-centring: (100), (110)
     strong = _f2_of(refl, (2, 0, 0))
     assert _f2_of(refl, (1, 0, 0)) < 0.02 * strong
@@ -165,7 +170,7 @@ def test_with_metadata_copies():
     np.testing.assert_array_equal(q.x, p.x)
 
 
-def test_cli_rejects_bad_diameters(tmp_path):
+def test_cli_rejects_bad_diameters(tmp_path, capsys):
     from diffpy_mlsolve.cli import main
 
     rc = main(
@@ -182,3 +187,5 @@ def test_cli_rejects_bad_diameters(tmp_path):
         ]
     )
     assert rc != 0
+    assert "--diameter 2,3,5 (got 'three')" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
