@@ -127,10 +127,16 @@ def _extent(r, g, rmin):
 
 
 def _envelope(r, qdamp, diameter):
+    """exp(−(Qdamp r)^2 / 2), times the sphere's γ0(r) for a particle
+    (:func:`~diffpy_mlsolve.physics.pdf.sphere_envelope`)."""
     env = np.exp(-0.5 * (qdamp * r) ** 2)
     if diameter is not None:
-        x = r / diameter
-        env = env * np.where(x < 1, 1 - 1.5 * x + 0.5 * x**3, 0.0)
+        import torch
+
+        from diffpy_mlsolve.physics.pdf import sphere_envelope
+
+        r_t = torch.as_tensor(r, dtype=torch.float64)
+        env = env * sphere_envelope(r_t, float(diameter)).numpy()
     return env
 
 
