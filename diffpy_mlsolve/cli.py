@@ -73,6 +73,8 @@ def _cmd_solve(args) -> int:
         extra["formula_units"] = args.formula_units
     if args.phasing != "flip":
         extra["phasing"] = None if args.phasing == "none" else args.phasing
+    if args.map_groups is not None:
+        extra["map_groups"] = args.map_groups
     result = solver.solve(
         pattern,
         composition=args.composition,
@@ -257,6 +259,7 @@ def _cmd_evaluate(args) -> int:
             n_candidates=args.samples,
             refine=args.refine,
             phasing=None if args.phasing == "none" else args.phasing,
+            map_groups=args.map_groups,
             control=not args.no_control,
             device=args.device,
             input=args.input,
@@ -290,6 +293,15 @@ def _add_phasing(p: argparse.ArgumentParser, prefix: str = "") -> None:
         help=f"{prefix}charge flipping of the pattern's intensities seeded "
         "by the network's densities (flip), from random phases "
         "(flip-random), or none (default: flip)",
+    )
+    p.add_argument(
+        "--map-groups",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"{prefix}flip each re-divided flipped map again in up to N "
+        "space groups found in it (0: P1 maps only; default: the "
+        "solver's, 2; powder patterns only)",
     )
 
 

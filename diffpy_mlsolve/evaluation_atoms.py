@@ -97,7 +97,7 @@ def _nano_pdf(record, seed, index, diameter_nm):
     return Pattern.from_arrays(gr.x, g, xtype="r", metadata=meta)
 
 
-def _solve(solver, pattern, record, n_candidates, refine, seed, phasing):
+def _solve(solver, pattern, record, options):
     """The SolveResult, or the error of the data that stopped it (a
     long evaluation goes on)."""
     from diffpy_mlsolve.errors import MLSolveError, ModelNotAvailableError
@@ -108,10 +108,7 @@ def _solve(solver, pattern, record, n_candidates, refine, seed, phasing):
             pattern,
             record.formula,
             lattice,
-            n_candidates=n_candidates,
-            refine=refine,
-            seed=seed,
-            phasing=phasing,
+            **options,
         )
     except ModelNotAvailableError:
         raise
@@ -142,6 +139,7 @@ def evaluate_atoms(
     n_candidates=5,
     refine=None,
     phasing="flip",
+    map_groups=None,
     control=True,
     device="cpu",
     progress=True,
@@ -165,6 +163,9 @@ def evaluate_atoms(
         A refiner ("rietveld") to refine and rank every candidate.
     phasing : {"flip", "flip-random", None}
         The solver's phasing (see ``CrystalNetSolver.solve``).
+    map_groups : int, optional
+        Space groups of each flipped map flipped again in (the solver's
+        ``map_groups``; default the solver's default).
     control : bool
         Also solve each structure with the next one's pattern.
     input : {"pxrd", "pdf"}
@@ -196,6 +197,12 @@ def evaluate_atoms(
     sizes = [None] if input == "pxrd" else [float(d) for d in diameters]
     jobs = [(i, d) for i in range(n) for d in sizes]
 
+    options = dict(
+        n_candidates=n_candidates, refine=refine, seed=seed, phasing=phasing
+    )
+    if map_groups is not None:
+        options["map_groups"] = int(map_groups)
+
     def data(i, d):
         if d is None:
             return _pattern(records[i], seed, i)
@@ -216,9 +223,7 @@ def evaluate_atoms(
         if size is not None:
             row["diameter_nm"] = size
         t0 = time.perf_counter()
-        res = _solve(
-            solver, data(i, size), rec, n_candidates, refine, seed, phasing
-        )
+        res = _solve(solver, data(i, size), rec, options)
         seconds.append(time.perf_counter() - t0)
         if isinstance(res, Exception):
             row["error"] = str(res)
@@ -250,15 +255,14 @@ def evaluate_atoms(
             row["right_spacegroup"] = False
         if control:
             j = (i + 1) % n
-            wrong = _solve(
-                solver, data(j, size), rec, n_candidates, refine, seed, phasing
-            )
+            wrong = _solve(solver, data(j, size), rec, options)
             wrong = () if isinstance(wrong, Exception) else wrong.candidates
             row["control_match_top1"] = match_candidates(
                 wrong, truth, "loose", n_candidates
             )["top1"]
         rows.append(row)
     summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
+    summary["map_groups"] = options.get("map_groups", "default")
     summary["input"] = input
     summary["settings"] = {
         "structures": str(structures),
@@ -314,9 +318,9 @@ def _block(rows, k, control):
     out = {
         "n": len(rows),
         "match_top1": _rate(rows, "match_top1"),
-        "match_top5": _rate(rows, f"match_top{k}"),
+        f"match_top{k}": _rate(rows, f"match_top{k}"),
         "match_top1_default": _rate(rows, "match_top1_default"),
-        "match_top5_default": _rate(rows, f"match_top{k}_default"),
+        f"match_top{k}_default": _rate(rows, f"match_top{k}_default"),
         "rms_mean": float(np.mean(rms)) if rms else None,
         "right_spacegroup": _rate(rows, "right_spacegroup"),
         "rfactor_median": float(np.median(rfac)) if rfac else None,
@@ -347,17 +351,19 @@ def format_atoms(section: dict) -> str:
         return "  -  " if v is None else f"{100 * v:5.1f}%"
 
     how = section["refined"] or "quick R factor"
+    k = section["top_k"]
     lines = [
         f"atoms ({how}), {section['seconds_per_structure']:.1f} "
         "s/structure",
-        "system        n   top1   top5  top1(def) sg-right control",
+        f"system        n   top1 {'top' + str(k):>6}  top1(def) sg-right "
+        "control",
     ]
     blocks = [("all", section)] + list(section["by_system"].items())
     blocks += list(section.get("by_diameter", {}).items())
     for name, b in blocks:
         lines.append(
             f"{name:<12}{b['n']:>3} {pct(b['match_top1'])} "
-            f"{pct(b['match_top5'])} {pct(b['match_top1_default'])}  "
+            f"{pct(b[f'match_top{k}'])} {pct(b['match_top1_default'])}  "
             f"{pct(b['right_spacegroup'])} "
             f"{pct(b.get('control_match_top1'))}"
         )

@@ -35,34 +35,66 @@ __all__ = ["CrystalNetSolver"]
 _PHASINGS = ("flip", "flip-random")
 #: Extra charge-flipping runs from random phases for a PDF input.
 PDF_RANDOM_STARTS = 4
+#: Space groups found in each re-divided flipped map in which it is
+#: flipped again (powder patterns).
+MAP_GROUPS = 2
+#: Flip cycles with overlapped intensities re-divided by the map.
+REPARTITION_CYCLES = 600
 
 
-def _phased(densities, refl, cell, how, electrons=None) -> list:
-    """Charge-flipped maps, one per density, from extracted intensities
-    ``refl`` (seeded by each density's phases, or random phases for
-    "flip-random"), holding ``electrons`` in the cell (default: as many
-    as each density)."""
+def _phased(
+    densities, refl, cell, how, electrons=None, repartition=False, groups=0
+):
+    """Charge-flipped maps from extracted intensities ``refl``, seeded by
+    each density's phases (or random phases for "flip-random"), holding
+    ``electrons`` in the cell (default: as many as each density).
+
+    Per density: one map flipped with the overlapped intensities shared
+    equally; with ``repartition``, also one flipped with them re-divided
+    by the current map (Superflip's powder mode: it solves layered
+    trigonal cells and Laves phases that equal shares do not); with
+    ``groups``, the last map flipped again in the (at most ``groups``)
+    space groups it shows
+    (:func:`diffpy_mlsolve.mapsymmetry.flip_in_groups`)."""
     import numpy as np
 
+    from diffpy_mlsolve.mapsymmetry import flip_in_groups, symmetry_grid
     from diffpy_mlsolve.phasing import charge_flip
 
     out = []
     for i, d in enumerate(densities):
         count = electrons or float(np.mean(d.values) * d.volume)
-        flipped = charge_flip(
-            refl,
-            cell,
-            max(32, d.grid[0]),
-            start=None if how == "flip-random" else d,
-            seed=i,
-            electrons=count,
-        )
-        flipped.metadata["start"] = (
+        start = (
             "random phases"
             if how == "flip-random"
             else f"network {d.metadata.get('latent', i)}"
         )
-        out.append(flipped)
+        # powder maps on a grid that holds every space-group translation
+        # (the map groups need it); a G(r)'s as measured, on 32
+        grid = max(32, d.grid[0])
+        grid = symmetry_grid(grid) if groups or repartition else grid
+        runs = [{}]
+        if repartition:
+            runs.append(dict(repartition=True, iterations=REPARTITION_CYCLES))
+        for extra in runs:
+            flipped = charge_flip(
+                refl,
+                cell,
+                grid,
+                start=None if how == "flip-random" else d,
+                seed=i,
+                electrons=count,
+                **extra,
+            )
+            flipped.metadata["start"] = start + (
+                ", overlaps re-divided" if extra else ""
+            )
+            flipped.metadata["repartition"] = bool(extra)
+            out.append(flipped)
+        if groups:
+            out += flip_in_groups(
+                flipped, refl, electrons=count, max_groups=groups
+            )
     return out
 
 
@@ -166,6 +198,7 @@ class CrystalNetSolver(DensitySolver):
         seed: int = 0,
         latent_steps: int = 0,
         phasing: str | None = "flip",
+        map_groups: int = MAP_GROUPS,
         check_cell: bool = True,
         n_cells: int = 2,
         refine: str | None = None,
@@ -216,6 +249,14 @@ class CrystalNetSolver(DensitySolver):
             candidates; "flip-random" starts from random phases instead
             (an ablation that ignores the network); None uses the
             network's densities only.  The best ``n_candidates`` are kept.
+            For a powder pattern each start is flipped twice: with
+            overlapped intensities shared equally, and re-divided by the
+            current map every 10 cycles (``charge_flip(repartition=True)``).
+        map_groups : int
+            The re-divided map of each start is also flipped again in up
+            to this many space groups found in it
+            (:func:`diffpy_mlsolve.mapsymmetry.flip_in_groups`); 0: P1
+            maps only.  Powder patterns only (a G(r) is flipped in P1).
         check_cell : bool
             First make sure the cell indexes the strongest peaks
             (:func:`diffpy_mlsolve.cellcheck.check_cell`); for a G(r),
@@ -273,6 +314,7 @@ class CrystalNetSolver(DensitySolver):
                     seed=seed,
                     latent_steps=latent_steps,
                     phasing=phasing,
+                    map_groups=map_groups,
                     refine=refine,
                     refine_settings=refine_settings,
                     **kw,
@@ -327,7 +369,18 @@ class CrystalNetSolver(DensitySolver):
             electrons = None
             if pdf_fit is not None:
                 electrons = _pdf_electrons(pattern, composition, cell)
-            flipped = _phased(densities, refl, cell, phasing, electrons)
+            # the re-divided and symmetry-constrained flips are measured
+            # on powder patterns only: a G(r) keeps equal shares in P1
+            powder = pdf_fit is None
+            flipped = _phased(
+                densities,
+                refl,
+                cell,
+                phasing,
+                electrons,
+                repartition=powder,
+                groups=map_groups if powder else 0,
+            )
             if pdf_fit is not None and phasing == "flip":
                 # flipping on PDF intensities succeeds about one start in
                 # two: more starts, the G(r) Rw picks
@@ -365,6 +418,9 @@ class CrystalNetSolver(DensitySolver):
                 "seed": seed,
                 "latent_steps": latent_steps,
                 "phasing": phasing,
+                "map_groups": (
+                    map_groups if phasing and pdf_fit is None else None
+                ),
                 "refine": refine,
                 "pdf_fit": (
                     None

@@ -210,7 +210,9 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     assert -1 <= data["density"]["reference"]["ssim_mean"] <= 1
     assert "single" in data["density"] and "control" in data["density"]
     atoms = data["atoms"]
-    for key in ("match_top1", "match_top5", "control_match_top1"):
+    # --samples 2: the block names its top-k as top-2, not top-5
+    assert atoms["top_k"] == 2 and "match_top5" not in atoms
+    for key in ("match_top1", "match_top2", "control_match_top1"):
         assert 0 <= atoms[key] <= 1
     assert atoms["seconds_per_structure"] > 0
     assert sum(b["n"] for b in atoms["by_system"].values()) == 3
@@ -218,4 +220,4 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     assert "torch" in atoms["settings"]["versions"]
     row = data["per_structure"][0]
     assert "ssim_reference" in row and "match_top1" in row
-    assert "top1" in done.stdout
+    assert "top1" in done.stdout and "top2" in done.stdout

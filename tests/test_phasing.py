@@ -176,14 +176,52 @@ def test_charge_flip_random_start(textbook_structures, name):
     assert _matches(rho, st, name)
 
 
-def test_charge_flip_caf2_some_seed(textbook_structures):
-    """CaF2 is the hard one (one F sublattice tends to fade): 2 of seeds
-    0-4 solve it; seed 0 is one of them."""
+def test_charge_flip_caf2_some_seeds(textbook_structures):
+    """CaF2 is the hard one (one F sublattice tends to fade): at least 2
+    of seeds 0-9 solve it (3 did when written; which ones moves with the
+    extracted profile, hence the solver's several starts)."""
     st = textbook_structures["CaF2"]
     pat = simulate_pxrd(st, "CuKa", seed=1, **REALISTIC)
     refl = extract_intensities(pat, st.lattice)
-    rho = charge_flip(refl, st.lattice, 32, seed=0, electrons=_electrons(st))
-    assert _matches(rho, st, "CaF2")
+    assert refl.rwp < 0.02  # 0.013: the profile search found the shape
+    solved = [
+        _matches(
+            charge_flip(
+                refl, st.lattice, 32, seed=s, electrons=_electrons(st)
+            ),
+            st,
+            "CaF2",
+        )
+        for s in range(10)
+    ]
+    assert sum(solved) >= 2, solved
+
+
+def test_extraction_finds_zero_shift_and_broadening(textbook_structures):
+    """A zero shift of 0.03° and 30 nm crystallites: the profile search
+    finds the shift, and fits far better than assuming none."""
+    st = textbook_structures["Al2O3"]
+    pat = simulate_pxrd(
+        st,
+        "CuKa1",
+        tth_range=(10, 120),
+        npoints=5500,
+        fwhm=0.05,
+        eta=0.3,
+        zero_shift=0.03,
+        crystallite_size=300.0,
+        counts=1e5,
+        seed=2,
+    )
+    free = extract_intensities(pat, st.lattice)
+    fixed = extract_intensities(
+        pat,
+        st.lattice,
+        shape={"zero_shift": 0.0, "crystallite_size": None, "strain": None},
+    )
+    assert abs(free.shape["zero_shift"] - 0.03) <= 0.006
+    assert free.rwp < 0.6 * fixed.rwp
+    assert fixed.shape == {"zero_shift": 0.0}
 
 
 def _zero_shift_cc(a, b) -> float:
@@ -280,3 +318,74 @@ def test_bad_grid_is_refused(textbook_structures):
         charge_flip(refl, st.lattice, 4)
     with pytest.raises(PhysicsInputError):
         extract_intensities(pat, (4.12, 4.12, -1, 90, 90, 90))
+
+
+def test_repartition_solves_a_layered_trigonal_cell():
+    """Ca2N (mp-2686, R-3m, c = 19.2 Å) from a realistic test pattern:
+    with the overlapped intensities shared equally no seed of 0-2 gives
+    the structure; re-divided by the current map, two or more do."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from textbook import SHARED
+
+    from diffpy_mlsolve.data.sources import open_source
+    from diffpy_mlsolve.evaluation_atoms import _pattern
+    from diffpy_mlsolve.structures import to_pymatgen
+
+    table = SHARED / "test.csv.gz"
+    if not table.is_file():
+        pytest.skip("needs ../shared/data/structures/test.csv.gz")
+    recs = list(open_source(table, systems=["trigonal"], limit=7))
+    index = [r.id for r in recs].index("mp-2686")
+    rec = recs[index]
+    cell = tuple(rec.crystal.lattice)
+    refl = extract_intensities(_pattern(rec, 0, index), cell)
+    truth = to_pymatgen(rec.crystal)
+    electrons = _electrons(truth)
+
+    def solved(**kw):
+        out = []
+        for seed in range(3):
+            rho = charge_flip(
+                refl, cell, 36, seed=seed, electrons=electrons, **kw
+            )
+            try:
+                sym, _ = structure_from_density(rho, "Ca2N")
+            except StructureError:
+                out.append(False)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(
+                    bool(
+                        StructureMatcher(stol=0.5, angle_tol=10).fit(
+                            sym.to_pymatgen(), truth
+                        )
+                    )
+                )
+        return out
+
+    assert not any(solved())
+    assert sum(solved(repartition=True, iterations=600)) >= 2
+
+
+def test_quick_fit_is_the_unconstrained_least_squares():
+    """The profile search's fit (sparse normal equations, no positivity)
+    matches numpy's least squares, and so never fits worse than NNLS."""
+    from diffpy_mlsolve.phasing import _chebyshev, _fit, _fit_quick
+    from diffpy_mlsolve.rfactor import rwp
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(10, 100, 3000)
+    centres = np.sort(rng.uniform(12, 98, 60))
+    a = np.exp(-0.5 * ((x[:, None] - centres) / 0.05) ** 2)
+    basis = _chebyshev(x, 6)
+    y = a @ rng.uniform(0, 100, 60) + basis @ rng.normal(0, 5, 6) + 50
+    y = y + rng.normal(0, 1, x.size)
+    w = 1 / np.maximum(y, 1)
+    quick = _fit_quick(a, y, w, basis)
+    full = np.hstack([a, basis]) * np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(full, y * np.sqrt(w), rcond=None)
+    np.testing.assert_allclose(
+        quick, np.hstack([a, basis]) @ coef, atol=1e-6 * y.max()
+    )
+    assert rwp(y, quick, w) <= rwp(y, _fit(a, y, w, basis)[2], w) + 1e-12

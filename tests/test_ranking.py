@@ -211,7 +211,8 @@ def test_a_placement_whose_cell_shrinks_does_not_abort_the_solve():
     rec = list(open_source(table, systems=["cubic"], limit=2))[1]
     assert rec.id == "mp-232"
     solver = ms.get_solver("crystalnet", device="cpu")
-    res = _solve(solver, _pattern(rec, 0, 1), rec, 5, None, 0, "flip")
+    options = dict(n_candidates=5, refine=None, seed=0, phasing="flip")
+    res = _solve(solver, _pattern(rec, 0, 1), rec, options)
     assert not isinstance(res, Exception), res
     truth = to_pymatgen(rec.crystal)
     assert match_candidates(res.candidates, truth, "default")["top1"]

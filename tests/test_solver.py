@@ -162,7 +162,9 @@ def test_charge_flipping_candidates_join_and_are_labelled(
         phasing="flip-random",
     )
     froms = {c.info.get("density_from") for c in rand.candidates}
-    assert froms == {"charge flipping from random phases"}
+    assert all(
+        f.startswith("charge flipping from random phases") for f in froms
+    ), froms
     assert rand.best.spacegroup == "Fm-3m"
 
 
