@@ -46,37 +46,28 @@ def pseudo_voigt(dx, fwhm, eta):
     return eta * lor + (1 - eta) * gau
 
 
+def _tch_fwhm5(g, lo):
+    """FWHM^5 of the TCH pseudo-Voigt (tensors or floats)."""
+    return (
+        g**5
+        + 2.69269 * g**4 * lo
+        + 2.42843 * g**3 * lo**2
+        + 4.47163 * g**2 * lo**3
+        + 0.07842 * g * lo**4
+        + lo**5
+    )
+
+
 def tch_combine(gauss_fwhm, lorentz_fwhm):
     """Thompson-Cox-Hastings FWHM and mixing eta of a Voigt.
 
     Parameters are tensors of Gaussian and Lorentzian FWHM (any units).
     """
     g, lo = gauss_fwhm, lorentz_fwhm
-    f5 = (
-        g**5
-        + 2.69269 * g**4 * lo
-        + 2.42843 * g**3 * lo**2
-        + 4.47163 * g**2 * lo**3
-        + 0.07842 * g * lo**4
-        + lo**5
-    )
-    fwhm = torch.clamp(f5, min=1e-30) ** 0.2
+    fwhm = torch.clamp(_tch_fwhm5(g, lo), min=1e-30) ** 0.2
     q = lo / fwhm
     eta = 1.36603 * q - 0.47719 * q**2 + 0.11116 * q**3
     return fwhm, torch.clamp(eta, 0.0, 1.0)
-
-
-def _tch_fwhm(g: float, lo: float) -> float:
-    """The TCH FWHM of :func:`tch_combine` for plain floats."""
-    f5 = (
-        g**5
-        + 2.69269 * g**4 * lo
-        + 2.42843 * g**3 * lo**2
-        + 4.47163 * g**2 * lo**3
-        + 0.07842 * g * lo**4
-        + lo**5
-    )
-    return max(f5, 1e-30) ** 0.2
 
 
 @lru_cache(maxsize=4096)
@@ -103,7 +94,7 @@ def split_pseudo_voigt(fwhm: float, eta: float) -> tuple[float, float]:
     lo_g, hi_g = 0.0, float(fwhm)
     for _ in range(60):
         mid = 0.5 * (lo_g + hi_g)
-        f = _tch_fwhm(mid, lor)
+        f = max(_tch_fwhm5(mid, lor), 1e-30) ** 0.2
         lo_g, hi_g = (mid, hi_g) if f < fwhm else (lo_g, mid)
     return 0.5 * (lo_g + hi_g), float(lor)
 
