@@ -292,10 +292,29 @@ class CrystalNetSolver(DensitySolver):
             When the composition cannot fill the cell with the given
             ``formula_units``, or the cell leaves strong peaks unindexed.
         """
+        import numbers
+
         from diffpy_mlsolve.errors import PhysicsInputError, StructureError
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.ranking import candidates_from_densities
 
+        if phasing is not None and phasing not in _PHASINGS:
+            raise PhysicsInputError(
+                f"Unknown phasing {phasing!r}. Please use one of "
+                f"{_PHASINGS} or None."
+            )
+        if isinstance(map_groups, bool) or not isinstance(
+            map_groups, numbers.Integral
+        ):
+            raise PhysicsInputError(
+                f"map_groups must be a whole number of space groups (0 for "
+                f"P1 maps only), got {map_groups!r}."
+            )
+        if map_groups < 0:
+            raise PhysicsInputError(
+                f"map_groups must be 0 or more (0: P1 maps only), got "
+                f"{map_groups}."
+            )
         if lattice is None and getattr(pattern, "xtype", None) == "r":
             raise StructureError(
                 "A PDF G(r) cannot be indexed here; please give the cell "
@@ -321,11 +340,6 @@ class CrystalNetSolver(DensitySolver):
                 ),
             )
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
-        if phasing is not None and phasing not in _PHASINGS:
-            raise PhysicsInputError(
-                f"Unknown phasing {phasing!r}. Please use one of "
-                f"{_PHASINGS} or None."
-            )
         predictor = self._predictor or DensityPredictor(
             self.weights, self.torch_device
         )

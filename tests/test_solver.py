@@ -152,6 +152,9 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     assert best.spacegroup == "Fm-3m"
     with pytest.raises(ms.PhysicsInputError, match="phasing"):
         solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")
+    for bad in (-1, 1.5):
+        with pytest.raises(ms.PhysicsInputError, match="map_groups"):
+            solver.solve(nacl_pattern, "NaCl", cell, map_groups=bad)
     # the ablation: flipping from random phases only, no network maps
     rand = solver.solve(
         nacl_pattern,
