@@ -44,6 +44,7 @@ __all__ = [
     "averager",
     "symmetrize",
     "symmetry_grid",
+    "symmetry_ops",
 ]
 
 #: Least correlation of every operation with the map for a group to be
@@ -297,6 +298,14 @@ def find_map_symmetry(
         )
     found.sort(key=lambda m: (-m.order, -m.min_agreement))
     return found[:max_groups]
+
+
+def symmetry_ops(symmetry) -> tuple:
+    """(rotations, translations) of a MapSymmetry or of such a pair."""
+    if isinstance(symmetry, MapSymmetry):
+        return symmetry.rotations, symmetry.translations
+    rotations, translations = symmetry
+    return np.asarray(rotations, int), np.asarray(translations, float)
 
 
 def averager(rotations, translations, n: int):

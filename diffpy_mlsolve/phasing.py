@@ -14,8 +14,9 @@ The data-driven step that can repair a poor density:
    (equipartition), which is exact for symmetry-equivalent reflections.
    Non-negative least squares gives the group intensities, with a
    Chebyshev background fitted alongside (unbounded, projected out).
-   The peak width and Lorentzian fraction are chosen by the best Rwp
-   around the data's strongest-peak width.
+   The peak width, Lorentzian fraction, zero shift and size and strain
+   broadening are searched on grids around the data's strongest-peak
+   width, then refined by Nelder-Mead on the Rwp.
 2. :func:`charge_flip` (Oszlányi & Sütő, Acta Cryst. A60, 134 (2004)).
    From random phases, or the phases of a starting density, iterate:
    ρ → flip every ρ < δ → G = FFT → |G(h)| := |F_obs(h)| keeping the
@@ -282,7 +283,8 @@ def _fit(a, y, w, basis):
 def _fit_quick(a, y, w, basis) -> np.ndarray:
     """ycalc of the least-squares fit without the positivity, from the
     normal equations, sparse in the peak columns: what the profile
-    search compares (20× faster than :func:`_fit` on 685 groups)."""
+    search compares (Ca2N's 685 groups: 0.05 s against NNLS's 2.2 s in
+    one run)."""
     from scipy import sparse
 
     sw = np.sqrt(w)
@@ -338,8 +340,9 @@ def extract_intensities(
         Profile terms known from the instrument and sample: zero_shift
         (deg 2θ), crystallite_size (Å), strain (ε); a key given (None:
         absent) is not searched.  The others are found with the FWHM and
-        η by coordinate descent on the Rwp of the pattern down to d = 1 Å
-        (zero shift within ±0.07°, size 60-3000 Å, strain 2.5e-4-3e-3).
+        η: grids (zero shift ±0.06°, size 60-3000 Å, strain 2.5e-4-3e-3),
+        then Nelder-Mead, on the pattern down to d = 1 Å (at most 120
+        peaks), then again on the whole pattern.
 
     Returns
     -------
@@ -479,18 +482,18 @@ def extract_intensities(
         "prof": prof,
     }
     region = [xfit]  # the pattern's end for the trials (None: all)
-    best = [trial(state["fwhm"], state["eta"], prof, xfit)]
+    best = [trial(state["fwhm"], state["eta"], prof, xfit)[0]]  # Rwp
 
     def consider(width=None, mix=None, **change):
         p = dict(state["prof"], **change)
         p = {k: v for k, v in p.items() if v is not None}
         width = state["fwhm"] if width is None else width
         mix = state["eta"] if mix is None else mix
-        r = trial(width, mix, p, region[0])
-        if r[0] < best[0][0]:
+        r = trial(width, mix, p, region[0])[0]
+        if r < best[0]:
             best[0] = r
             state.update(fwhm=width, eta=mix, prof=p)
-        return r[0]
+        return r
 
     def widths():
         if fwhm is None:
@@ -594,7 +597,7 @@ def extract_intensities(
     polish(60)
     if region[0] is not None:  # again on the whole pattern
         region[0] = None
-        best[0] = trial(state["fwhm"], state["eta"], state["prof"])
+        best[0] = trial(state["fwhm"], state["eta"], state["prof"])[0]
         broadening()
         polish(40)
     r, fit = trial(state["fwhm"], state["eta"], state["prof"], quick=False)
@@ -824,7 +827,12 @@ def charge_flip(
         phases = np.where(known, ph, phases)
     if delta is None:
         delta = 1.1 if normalize else 0.8
-    sym_average = _sym_average(symmetry, n)
+    ops = None
+    if symmetry is not None:
+        from diffpy_mlsolve.mapsymmetry import symmetry_ops
+
+        ops = symmetry_ops(symmetry)
+    sym_average = _sym_average(ops, n)
 
     def run(amp_ref, phase0, cycles, k, part):
         """The flip loop; amp_ref (H,) target |F| (any scale)."""
@@ -917,24 +925,14 @@ def charge_flip(
             "seed": int(seed),
             "delta": float(delta),
             "start": None if start is None else str(start.label or "map"),
-            "symmetry": (
-                None if symmetry is None else len(symmetry_ops(symmetry)[0])
-            ),
+            "symmetry": None if symmetry is None else len(ops[0]),
         },
     )
 
 
-def symmetry_ops(symmetry) -> tuple:
-    """(rotations, translations) of a MapSymmetry or of such a pair."""
-    if hasattr(symmetry, "rotations"):
-        return symmetry.rotations, symmetry.translations
-    rotations, translations = symmetry
-    return np.asarray(rotations, int), np.asarray(translations, float)
-
-
-def _sym_average(symmetry, n):
-    """ρ → ρ averaged over ``symmetry``'s operations (identity if None)."""
-    if symmetry is None:
+def _sym_average(ops, n):
+    """ρ → ρ averaged over the operations ``ops`` (identity if None)."""
+    if ops is None:
         return lambda rho: rho
     from diffpy_mlsolve.mapsymmetry import averager, symmetry_grid
 
@@ -944,7 +942,7 @@ def _sym_average(symmetry, n):
             f"space-group translations on grid points); got {n}, please use "
             f"{symmetry_grid(n)}."
         )
-    return averager(*symmetry_ops(symmetry), n)
+    return averager(*ops, n)
 
 
 def _repartition(
