@@ -85,9 +85,11 @@ def test_group_and_origin_of_a_shifted_map(textbook_structures, name, number):
 def test_noise_has_no_symmetry():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(24, 24, 24))
-    assert find_map_symmetry(noise, (5, 5, 5, 90, 90, 90)) == []
-    # and at a lower threshold the same noise shows some
-    assert MAP_SYMMETRY_THRESHOLD > 0.05
+    cell = (5, 5, 5, 90, 90, 90)
+    assert find_map_symmetry(noise, cell) == []
+    # the threshold is what refuses it: at 0.1 chance correlations pass
+    assert MAP_SYMMETRY_THRESHOLD > 0.1
+    assert find_map_symmetry(noise, cell, threshold=0.1)
 
 
 def test_average_is_invariant_and_equals_the_sum_over_operations():

@@ -171,6 +171,34 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     assert rand.best.spacegroup == "Fm-3m"
 
 
+def test_powder_starts_are_flipped_re_divided_and_in_map_groups(
+    textbook_structures, nacl_pattern
+):
+    """Each start gives an equal-shares map; a powder start also a
+    re-divided one (600 cycles) and that map flipped in the groups it
+    shows, all on a grid holding every space-group translation; a G(r)
+    start (no re-division, no groups) keeps the plain map on 32."""
+    from diffpy_mlsolve.phasing import extract_intensities
+    from diffpy_mlsolve.simulate import electron_density
+    from diffpy_mlsolve_plugins.crystalnet import REPARTITION_CYCLES, _phased
+
+    st = textbook_structures["NaCl"]
+    cell = (5.64, 5.64, 5.64, 90, 90, 90)
+    refl = extract_intensities(nacl_pattern, cell)
+    start = electron_density(st, grid=16)
+    maps = _phased([start], refl, cell, "flip", repartition=True, groups=2)
+    assert [m.metadata["repartition"] for m in maps[:2]] == [False, True]
+    assert maps[1].metadata["iterations"] == REPARTITION_CYCLES
+    assert maps[1].metadata["start"].endswith("overlaps re-divided")
+    grouped = maps[2:]
+    assert 1 <= len(grouped) <= 2
+    assert all("map_symmetry" in m.metadata for m in grouped)
+    assert all(m.values.shape == (36, 36, 36) for m in maps)
+    plain = _phased([start], refl, cell, "flip")
+    assert len(plain) == 1 and not plain[0].metadata["repartition"]
+    assert plain[0].values.shape == (32, 32, 32)
+
+
 def test_latent_refinement_keeps_the_callers_model_and_best_latents(
     checkpoint, nacl_pattern
 ):
