@@ -75,6 +75,8 @@ def _cmd_solve(args) -> int:
         extra["phasing"] = None if args.phasing == "none" else args.phasing
     if args.map_groups is not None:
         extra["map_groups"] = args.map_groups
+    if args.centring != "none":
+        extra["centring"] = args.centring
     result = solver.solve(
         pattern,
         composition=args.composition,
@@ -260,6 +262,7 @@ def _cmd_evaluate(args) -> int:
             refine=args.refine,
             phasing=None if args.phasing == "none" else args.phasing,
             map_groups=args.map_groups,
+            centring=None if args.centring == "none" else args.centring,
             control=not args.no_control,
             device=args.device,
             input=args.input,
@@ -302,6 +305,14 @@ def _add_phasing(p: argparse.ArgumentParser, prefix: str = "") -> None:
         help=f"{prefix}flip each re-divided flipped map again in up to N "
         "space groups found in it (0: P1 maps only; default: the "
         "solver's, 2; powder patterns only)",
+    )
+    p.add_argument(
+        "--centring",
+        default="none",
+        choices=("none", "auto", "F", "I", "C", "A", "B", "R"),
+        help=f"{prefix}lattice centring whose extinctions are imposed on "
+        "the extracted intensities before flipping (auto: the one they "
+        "show, if any; R: obverse on hexagonal axes; default: none)",
     )
 
 

@@ -140,6 +140,7 @@ def evaluate_atoms(
     refine=None,
     phasing="flip",
     map_groups=None,
+    centring=None,
     control=True,
     device="cpu",
     progress=True,
@@ -166,6 +167,8 @@ def evaluate_atoms(
     map_groups : int, optional
         Space groups of each flipped map flipped again in (the solver's
         ``map_groups``; default the solver's default).
+    centring : {None, "auto", "F", "I", "C", "A", "B", "R"}
+        The solver's ``centring``: extinctions imposed before flipping.
     control : bool
         Also solve each structure with the next one's pattern.
     input : {"pxrd", "pdf"}
@@ -202,6 +205,8 @@ def evaluate_atoms(
     )
     if map_groups is not None:
         options["map_groups"] = int(map_groups)
+    if centring is not None:
+        options["centring"] = centring
 
     def data(i, d):
         if d is None:
@@ -230,6 +235,7 @@ def evaluate_atoms(
             cands = ()
         else:
             cands = res.candidates
+            row["centring"] = res.settings.get("centring")
             if size is not None:
                 row.update(_diameters(res))
         for name in MATCHERS:
@@ -263,6 +269,7 @@ def evaluate_atoms(
         rows.append(row)
     summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
     summary["map_groups"] = options.get("map_groups", "default")
+    summary["centring"] = centring
     summary["input"] = input
     summary["settings"] = {
         "structures": str(structures),

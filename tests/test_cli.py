@@ -201,6 +201,8 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
         "--samples",
         "2",
         "--atoms",
+        "--centring",
+        "auto",
         "--out",
         report,
     )
@@ -212,6 +214,12 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     atoms = data["atoms"]
     # --samples 2: the block names its top-k as top-2, not top-5
     assert atoms["top_k"] == 2 and "match_top5" not in atoms
+    # --centring auto reaches the solver: each row names what it found
+    assert atoms["centring"] == "auto"
+    solved = [r for r in data["per_structure"] if "error" not in r]
+    assert solved
+    valid = (None, "F", "I", "C", "A", "B")  # no R: cubic cells
+    assert all(r["centring"] in valid for r in solved)
     for key in ("match_top1", "match_top2", "control_match_top1"):
         assert 0 <= atoms[key] <= 1
     assert atoms["seconds_per_structure"] > 0

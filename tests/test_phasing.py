@@ -11,14 +11,17 @@ import torch
 from diffpy_mlsolve.atoms import structure_from_density
 from diffpy_mlsolve.errors import (
     PatternFormatError,
+    PhysicsInputError,
     StructureError,
     WavelengthError,
 )
 from diffpy_mlsolve.pattern import Pattern
 from diffpy_mlsolve.phasing import (
     Reflections,
+    centred,
     charge_flip,
     extract_intensities,
+    find_centring,
 )
 from diffpy_mlsolve.simulate import (
     crystal_structure_factors,
@@ -389,3 +392,83 @@ def test_quick_fit_is_the_unconstrained_least_squares():
         quick, np.hstack([a, basis]) @ coef, atol=1e-6 * y.max()
     )
     assert rwp(y, quick, w) <= rwp(y, _fit(a, y, w, basis)[2], w) + 1e-12
+
+
+# ------------------------------------------------------- lattice centring
+def _bcc_w():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup(
+        "Im-3m", Lattice.cubic(3.165), ["W"], [[0, 0, 0]]
+    )
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("NaCl", "F"),
+        ("CaF2", "F"),
+        ("W", "I"),
+        ("Al2O3", "R"),
+        ("Bi2Se3", "R"),
+        ("CsCl", None),
+        ("SrTiO3", None),
+        ("BaTiO3", None),
+        ("TiO2", None),
+    ],
+)
+def test_find_centring_on_realistic_patterns(
+    textbook_structures, name, expected
+):
+    """The centring the extracted intensities show: F, I and R (obverse,
+    on hexagonal axes) found; primitive cells, whose odd reflections are
+    merely weak or zonal (TiO2's n-glide), get none."""
+    st = _bcc_w() if name == "W" else textbook_structures[name]
+    pat = simulate_pxrd(
+        st, "CuKa", background=[0.05, -0.02, 0.01], seed=1, **REALISTIC
+    )
+    refl = extract_intensities(pat, st.lattice)
+    assert find_centring(refl) == expected
+
+
+def test_centred_imposes_extinctions_and_keeps_group_sums(
+    textbook_structures,
+):
+    """Al2O3 (R-3c) on hexagonal axes: 6/mmm overlaps put obverse and
+    reverse reflections in one group, which equal shares split half and
+    half; with R imposed the forbidden ones are 0, every group keeps its
+    sum, and the shares are closer to the true |F|^2."""
+    st = textbook_structures["Al2O3"]
+    pat = simulate_pxrd(st, "CuKa", seed=2, **REALISTIC)
+    refl = extract_intensities(pat, st.lattice)
+    cen = centred(refl, "R")
+    obs = refl.observed
+    forbidden = obs & ((refl.hkl @ [-1, 1, 1]) % 3 != 0)
+    assert forbidden.sum() > 10
+    np.testing.assert_array_equal(cen.f2[forbidden], 0.0)
+    # sums over the original groups are kept where a member is allowed;
+    # a group the centring wholly forbids (00l, l != 3n) is zeroed
+    sums = np.zeros(refl.ngroups)
+    np.add.at(sums, refl.group[obs], cen.f2[obs])
+    some_allowed = np.zeros(refl.ngroups, bool)
+    np.logical_or.at(some_allowed, refl.group[obs], ~forbidden[obs])
+    assert (~some_allowed).sum() > 3
+    np.testing.assert_allclose(
+        sums[some_allowed], refl.group_sums()[some_allowed], rtol=1e-12
+    )
+    np.testing.assert_array_equal(sums[~some_allowed], 0.0)
+    # a forbidden member of a mixed group is alone in a new group, so
+    # that re-dividing by the map cannot revive it
+    moved = forbidden & (cen.group != refl.group)
+    assert moved.any()
+    assert np.all(cen.group[moved] >= refl.ngroups)
+    assert np.bincount(cen.group[cen.observed])[cen.group[moved]].max() == 1
+    assert len(cen.isolated) == cen.ngroups
+    assert not cen.isolated[cen.group[moved]].any()
+    true = _true_f2(st, refl)
+    before = np.corrcoef(refl.f2[obs], true[obs])[0, 1]
+    after = np.corrcoef(cen.f2[obs], true[obs])[0, 1]
+    assert after > before + 0.05, (before, after)
+    assert centred(refl, None) is refl
+    with pytest.raises(PhysicsInputError, match="centring"):
+        centred(refl, "X")

@@ -142,9 +142,13 @@ def test_charge_flipping_candidates_join_and_are_labelled(
 ):
     solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
     cell = (5.64, 5.64, 5.64, 90, 90, 90)
-    res = solver.solve(nacl_pattern, "NaCl", cell, n_candidates=2, grid=16)
+    res = solver.solve(
+        nacl_pattern, "NaCl", cell, n_candidates=2, grid=16, centring="auto"
+    )
     assert len(res.candidates) == 2
     assert res.settings["phasing"] == "flip"
+    # NaCl's F-centring is found in the intensities and imposed
+    assert res.settings["centring"] == "F"
     sources = {c.info.get("density_from", "") for c in res.candidates}
     # even an untrained network's maps, flipped on the data, solve NaCl
     best = res.best
@@ -155,6 +159,8 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     for bad in (-1, 1.5):
         with pytest.raises(ms.PhysicsInputError, match="map_groups"):
             solver.solve(nacl_pattern, "NaCl", cell, map_groups=bad)
+    with pytest.raises(ms.PhysicsInputError, match="centring"):
+        solver.solve(nacl_pattern, "NaCl", cell, centring="P")
     # the ablation: flipping from random phases only, no network maps
     rand = solver.solve(
         nacl_pattern,
