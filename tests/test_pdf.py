@@ -165,6 +165,29 @@ def test_float32_matches_float64():
     assert np.max(np.abs(g64 - g32)) < 1e-4 * np.ptp(g64)
 
 
+def test_float32_window_at_a_rounding_boundary_stays_on_the_grid():
+    """5.095 Å in float32 over a 0.01 Å step rounds to point 510 in
+    torch and to 509 in Python floats; the grid is sized the torch way,
+    so the last window fits and every pair's Gaussian is summed whole
+    (sized the Python way it raised an IndexError)."""
+    from diffpy_mlsolve.physics.pdf import _GaussianSum, _padded_size
+
+    step, half = 0.01, 3
+    rij = torch.tensor([1.0, 5.095], dtype=torch.float32)
+    assert round(float(rij[1]) / step) + 1 == int(torch.round(rij[1] / step))
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        old = round(float(rij.max()) / step) + 2 * half + 1
+        _GaussianSum.apply(rij, torch.ones(2), torch.ones(2), old, step, half)
+    size = _padded_size(rij, step, half, n_fine=50)
+    sigma = torch.full_like(rij, 0.01)
+    amp = torch.tensor([1.0, 2.0], dtype=torch.float32)
+    out = _GaussianSum.apply(rij, sigma, amp, size, step, half)
+    assert out.shape == (size,)
+    # each normalised Gaussian, sampled at step = σ over ±3σ, sums to
+    # about its amplitude over the step
+    assert abs(float(out.sum()) * step - 3.0) < 0.01
+
+
 def test_grids_agree():
     """Coarse uniform and irregular grids give the fine grid's values."""
     crystal = _crystal("ZnS")

@@ -361,6 +361,19 @@ def _window(rij, sigma, step: float, half: int, offsets):
     return k0[:, None] + offsets.long(), x
 
 
+def _padded_size(rij, step: float, half: int, n_fine: int) -> int:
+    """Grid points :class:`_GaussianSum` needs so that no pair's window
+    leaves the grid and the ``n_fine`` points from ``half`` on are there.
+
+    The last window's centre is rounded exactly as :func:`_window` rounds
+    it (in the pairs' dtype): in Python floats a float32 distance such as
+    1.585 Å over a 0.01 Å step rounds one point lower, which put that
+    window's end past the grid (an IndexError mid-evaluation).
+    """
+    kmax = int(torch.round(rij.detach().max() / step))
+    return max(kmax + 2 * half + 1, n_fine + half)
+
+
 class _GaussianSum(torch.autograd.Function):
     """Σ_p a_p exp(−(r_k − r_p)^2 / 2σ_p^2) / (sqrt(2π) σ_p) on a grid.
 
@@ -554,8 +567,7 @@ def pdf_of_crystal(
     ppp = torch.zeros(n_fine, dtype=dtype, device=device)
     if rij.shape[0] > 0:
         half = int(math.ceil(PEAK_SIGMAS * float(sigma.detach().max()) / step))
-        size = int(round(float(rij.detach().max()) / step)) + 2 * half + 1
-        size = max(size, n_fine + half)
+        size = _padded_size(rij, step, half, n_fine)
         padded = _GaussianSum.apply(rij, sigma, amp, size, step, half)
         ppp = padded[half : half + n_fine]
 
