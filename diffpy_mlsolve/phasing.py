@@ -776,6 +776,13 @@ def centred(reflections: Reflections, centring: str | None) -> Reflections:
             f"{tuple(CENTRING_CONDITIONS)} or None."
         )
     refl = reflections
+    if centring == "R" and not _hexagonal_axes(refl.lattice):
+        raise PhysicsInputError(
+            "The R centring is defined on hexagonal axes (a = b, "
+            "alpha = beta = 90°, gamma = 120°); the cell "
+            f"{tuple(np.round(np.asarray(refl.lattice, float), 4))} is "
+            "not. Please give the hexagonal cell, or no centring."
+        )
     allowed = _allowed(refl.hkl, CENTRING_CONDITIONS[centring])
     obs = refl.observed & np.isfinite(refl.f2)
     ng = refl.ngroups

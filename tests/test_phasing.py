@@ -472,3 +472,9 @@ def test_centred_imposes_extinctions_and_keeps_group_sums(
     assert centred(refl, None) is refl
     with pytest.raises(PhysicsInputError, match="centring"):
         centred(refl, "X")
+    cubic = extract_intensities(
+        simulate_pxrd(textbook_structures["NaCl"], "CuKa", seed=2),
+        textbook_structures["NaCl"].lattice,
+    )
+    with pytest.raises(PhysicsInputError, match="hexagonal axes"):
+        centred(cubic, "R")
