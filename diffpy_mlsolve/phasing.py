@@ -41,7 +41,7 @@ relative to the truth.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -757,6 +757,25 @@ def find_centring(reflections: Reflections) -> str | None:
     return None
 
 
+def check_centring(centring: str, lattice=None) -> None:
+    """Raise a PhysicsInputError unless ``centring`` is one of
+    :data:`CENTRING_CONDITIONS` (and, for "R" with a ``lattice``, the
+    cell is on hexagonal axes)."""
+    if centring not in CENTRING_CONDITIONS:
+        raise PhysicsInputError(
+            f"Unknown centring {centring!r}; please use one of "
+            f"{tuple(CENTRING_CONDITIONS)}, or None."
+        )
+    if centring == "R" and lattice is not None:
+        if not _hexagonal_axes(lattice):
+            raise PhysicsInputError(
+                "The R centring is defined on hexagonal axes (a = b, "
+                "alpha = beta = 90°, gamma = 120°); the cell "
+                f"{tuple(np.round(np.asarray(lattice, float), 4))} is "
+                "not. Please give the hexagonal cell, or no centring."
+            )
+
+
 def centred(reflections: Reflections, centring: str | None) -> Reflections:
     """The reflections with ``centring``'s extinctions imposed: each
     forbidden reflection gets |F|^2 = 0 and its group's sum is shared
@@ -766,23 +785,10 @@ def centred(reflections: Reflections, centring: str | None) -> Reflections:
     re-divided (``charge_flip(repartition=True)``).
     For "R" the obverse setting is taken (the reverse is the same
     crystal turned 180° about c).  None: unchanged."""
-    from dataclasses import replace
-
     if centring is None:
         return reflections
-    if centring not in CENTRING_CONDITIONS:
-        raise PhysicsInputError(
-            f"Unknown centring {centring!r}; use one of "
-            f"{tuple(CENTRING_CONDITIONS)} or None."
-        )
     refl = reflections
-    if centring == "R" and not _hexagonal_axes(refl.lattice):
-        raise PhysicsInputError(
-            "The R centring is defined on hexagonal axes (a = b, "
-            "alpha = beta = 90°, gamma = 120°); the cell "
-            f"{tuple(np.round(np.asarray(refl.lattice, float), 4))} is "
-            "not. Please give the hexagonal cell, or no centring."
-        )
+    check_centring(centring, refl.lattice)
     allowed = _allowed(refl.hkl, CENTRING_CONDITIONS[centring])
     obs = refl.observed & np.isfinite(refl.f2)
     ng = refl.ngroups

@@ -307,8 +307,8 @@ class CrystalNetSolver(DensitySolver):
         from diffpy_mlsolve.errors import PhysicsInputError, StructureError
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.phasing import (
-            CENTRING_CONDITIONS,
             centred,
+            check_centring,
             find_centring,
         )
         from diffpy_mlsolve.ranking import candidates_from_densities
@@ -330,12 +330,8 @@ class CrystalNetSolver(DensitySolver):
                 f"map_groups must be 0 or more (0: P1 maps only), got "
                 f"{map_groups}."
             )
-        if centring is not None and centring != "auto":
-            if centring not in CENTRING_CONDITIONS:
-                raise PhysicsInputError(
-                    f"Unknown centring {centring!r}. Please use 'auto', "
-                    f"one of {tuple(CENTRING_CONDITIONS)}, or None."
-                )
+        if centring not in (None, "auto"):
+            check_centring(centring)
         if lattice is None and getattr(pattern, "xtype", None) == "r":
             raise StructureError(
                 "A PDF G(r) cannot be indexed here; please give the cell "
@@ -362,6 +358,8 @@ class CrystalNetSolver(DensitySolver):
                 ),
             )
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
+        if centring not in (None, "auto"):
+            check_centring(centring, cell)  # before the network runs
         predictor = self._predictor or DensityPredictor(
             self.weights, self.torch_device
         )

@@ -161,6 +161,8 @@ def test_charge_flipping_candidates_join_and_are_labelled(
             solver.solve(nacl_pattern, "NaCl", cell, map_groups=bad)
     with pytest.raises(ms.PhysicsInputError, match="centring"):
         solver.solve(nacl_pattern, "NaCl", cell, centring="P")
+    with pytest.raises(ms.PhysicsInputError, match="hexagonal axes"):
+        solver.solve(nacl_pattern, "NaCl", cell, centring="R")
     # the ablation: flipping from random phases only, no network maps
     rand = solver.solve(
         nacl_pattern,

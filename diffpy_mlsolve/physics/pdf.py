@@ -366,9 +366,10 @@ def _padded_size(rij, step: float, half: int, n_fine: int) -> int:
     leaves the grid and the ``n_fine`` points from ``half`` on are there.
 
     The last window's centre is rounded exactly as :func:`_window` rounds
-    it (in the pairs' dtype): in Python floats a float32 distance such as
-    1.585 Å over a 0.01 Å step rounds one point lower, which put that
-    window's end past the grid (an IndexError mid-evaluation).
+    it (in the pairs' dtype): a float32 distance such as 5.095 Å over a
+    0.01 Å step rounds one point higher in torch than in Python floats,
+    which put that window's end past a grid sized in Python floats (an
+    IndexError mid-evaluation).
     """
     kmax = int(torch.round(rij.detach().max() / step))
     return max(kmax + 2 * half + 1, n_fine + half)
