@@ -392,6 +392,13 @@ def assign_sites(
     StructureError
         With fewer peaks than atoms.
     """
+    rows, elements, scale = _assignment(peaks, contents, heights)
+    return _sites(peaks, rows, elements, heights, scale, contents)
+
+
+def _assignment(peaks: Peaks, contents, heights) -> tuple:
+    """(peak rows, their elements, the common height scale) of
+    :func:`assign_sites`."""
     from scipy.optimize import linear_sum_assignment
 
     slots = [e for e, n in contents.items() for _ in range(n)]
@@ -408,11 +415,16 @@ def assign_sites(
     rows, cols = linear_sum_assignment(cost)
     order = np.argsort(rows)
     rows, cols = rows[order], cols[order]
+    return list(rows), [slots[c] for c in cols], math.exp(offset)
+
+
+def _sites(peaks, rows, elements, heights, scale, contents) -> Sites:
+    rows = np.asarray(rows, int)
     return Sites(
-        elements=tuple(slots[c] for c in cols),
+        elements=tuple(elements),
         frac=peaks.frac[rows],
         height=peaks.height[rows],
-        expected=np.exp(log_e[cols] + offset),
+        expected=np.array([heights[e] * scale for e in elements]),
         contents=dict(contents),
     )
 
@@ -427,6 +439,7 @@ def structure_from_density(
     threshold: float = 0.01,
     biso: float = 1.0,
     symprec=None,
+    scorer=None,
 ):
     """Atoms and space group from a density and the composition.
 
@@ -451,6 +464,12 @@ def structure_from_density(
     symprec : float or sequence, optional
         spglib tolerances; default :data:`~diffpy_mlsolve.symmetry.
         SYMPREC_LADDER`.
+    scorer : ProfileScorer, optional
+        The pattern the density is for, as a
+        :class:`~diffpy_mlsolve.sitesearch.ProfileScorer` in the density's
+        cell: the height-based sites then move between peaks and swap
+        elements while the fit improves
+        (:func:`~diffpy_mlsolve.sitesearch.search_sites`).
 
     Returns
     -------
@@ -480,7 +499,20 @@ def structure_from_density(
         or values.shape[0]
     )
     heights = expected_heights(contents, density.lattice, grid, biso)
-    sites = assign_sites(peaks, contents, heights)
+    rows, elements, scale = _assignment(peaks, contents, heights)
+    if scorer is not None:
+        from diffpy_mlsolve.sitesearch import search_sites
+
+        rows, elements, _ = search_sites(
+            scorer,
+            peaks,
+            rows,
+            elements,
+            density.lattice,
+            min_distance=min_distance,
+            biso=biso,
+        )
+    sites = _sites(peaks, rows, elements, heights, scale, contents)
     crystal = CrystalArrays(
         np.asarray(density.lattice, float),
         sites.frac,

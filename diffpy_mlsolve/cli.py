@@ -77,6 +77,8 @@ def _cmd_solve(args) -> int:
         extra["map_groups"] = args.map_groups
     if args.centring != "none":
         extra["centring"] = args.centring
+    if args.no_site_search:
+        extra["site_search"] = False
     result = solver.solve(
         pattern,
         composition=args.composition,
@@ -263,6 +265,7 @@ def _cmd_evaluate(args) -> int:
             phasing=None if args.phasing == "none" else args.phasing,
             map_groups=args.map_groups,
             centring=None if args.centring == "none" else args.centring,
+            site_search=not args.no_site_search,
             control=not args.no_control,
             device=args.device,
             input=args.input,
@@ -313,6 +316,14 @@ def _add_phasing(p: argparse.ArgumentParser, prefix: str = "") -> None:
         help=f"{prefix}lattice centring whose extinctions are imposed on "
         "the extracted intensities before flipping (auto: the one they "
         "show, if any; R: obverse on hexagonal axes; default: none)",
+    )
+    p.add_argument(
+        "--no-site-search",
+        action="store_true",
+        help=f"{prefix}take each density's sites by peak height and rank "
+        "by the quick R factor, instead of choosing the sites by the fit "
+        "to the extracted intensities and ranking by the profile Rwp "
+        "(powder patterns with phasing)",
     )
 
 

@@ -141,6 +141,7 @@ def evaluate_atoms(
     phasing="flip",
     map_groups=None,
     centring=None,
+    site_search=True,
     control=True,
     device="cpu",
     progress=True,
@@ -169,6 +170,9 @@ def evaluate_atoms(
         ``map_groups``; default the solver's default).
     centring : {None, "auto", "F", "I", "C", "A", "B", "R"}
         The solver's ``centring``: extinctions imposed before flipping.
+    site_search : bool
+        The solver's ``site_search``: sites chosen among the density's
+        peaks by the fit, candidates ranked by the profile Rwp.
     control : bool
         Also solve each structure with the next one's pattern.
     input : {"pxrd", "pdf"}
@@ -207,6 +211,8 @@ def evaluate_atoms(
         options["map_groups"] = int(map_groups)
     if centring is not None:
         options["centring"] = centring
+    if not site_search:
+        options["site_search"] = False
 
     def data(i, d):
         if d is None:
@@ -257,6 +263,7 @@ def evaluate_atoms(
             )
             row["rwp"] = best.rwp
             row["pattern_rfactor"] = best.pattern_rfactor
+            row["profile_rwp"] = best.info.get("profile_rwp")
         else:
             row["right_spacegroup"] = False
         if control:
@@ -270,6 +277,7 @@ def evaluate_atoms(
     summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
     summary["map_groups"] = options.get("map_groups", "default")
     summary["centring"] = centring
+    summary["site_search"] = bool(site_search)
     summary["input"] = input
     summary["settings"] = {
         "structures": str(structures),

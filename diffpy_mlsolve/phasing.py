@@ -52,7 +52,12 @@ from diffpy_mlsolve.errors import (
     WavelengthError,
 )
 
-__all__ = ["Reflections", "extract_intensities", "charge_flip"]
+__all__ = [
+    "Reflections",
+    "extract_intensities",
+    "group_profiles",
+    "charge_flip",
+]
 
 # widths (× the data's strongest-peak FWHM) tried by extract_intensities;
 # a Kα2 shoulder inflates the measured width, hence mostly below 1
@@ -107,7 +112,9 @@ class Reflections:
     dstar_max : float
         The resolution limit of the listed reflections (Å^-1).
     curves : dict
-        x (2θ), yobs, ycalc, background of the fit.
+        x (2θ), yobs, ycalc, background of the fit; the fit's weights and
+        the radiation lines ((wavelength, weight) pairs), from which
+        :func:`group_profiles` renders the fitted profile again.
     """
 
     hkl: np.ndarray
@@ -303,6 +310,52 @@ def _fit_quick(a, y, w, basis) -> np.ndarray:
     return a @ coef[:g] + basis @ coef[g:]
 
 
+def _render_grid(x):
+    """((x0, step, npts), uniform): the grid peaks are rendered on; a
+    non-uniform 2θ is rendered on a uniform grid and interpolated."""
+    step = float(np.median(np.diff(x)))
+    npts = int(round((x[-1] - x[0]) / step)) + 1
+    uniform = npts == x.size and np.allclose(
+        x, x[0] + step * np.arange(x.size), atol=1e-3 * step
+    )
+    if not uniform:
+        npts = int(min(max(x.size, 1000), 40000))
+        step = (x[-1] - x[0]) / (npts - 1)
+    return (float(x[0]), step, npts), uniform
+
+
+def group_profiles(reflections: Reflections) -> np.ndarray:
+    """(P, G) the pattern of each overlap group with unit |F|^2 per
+    member, on ``reflections.curves["x"]``, with the profile the
+    extraction found: ``yobs ≈ group_profiles(r) @ mean |F|^2 of each
+    group + background``."""
+    curves = reflections.curves
+    if "x" not in curves or "lines" not in curves:
+        raise PhysicsInputError(
+            "These reflections carry no fitted powder profile (they were "
+            "not extracted from a powder pattern by extract_intensities)."
+        )
+    x = np.asarray(curves["x"], float)
+    grid, uniform = _render_grid(x)
+    obs = reflections.observed
+    shape = {k: v for k, v in reflections.shape.items() if v is not None}
+    a = _design(
+        reflections.dstar[obs],
+        reflections.group[obs],
+        reflections.ngroups,
+        grid if not uniform else (grid[0], grid[1], x.size),
+        curves["lines"],
+        reflections.fwhm,
+        reflections.eta,
+        torch.float64,
+        shape,
+    )
+    if not uniform:
+        xg = grid[0] + grid[1] * np.arange(grid[2])
+        a = np.stack([np.interp(x, xg, col) for col in a.T], 1)
+    return a
+
+
 def extract_intensities(
     pattern,
     lattice,
@@ -381,16 +434,9 @@ def extract_intensities(
     else:  # Poisson-like, floored at the background level
         floor = max(float(np.median(np.abs(y))), 0.01 * np.abs(y).max())
         w = 1 / np.maximum(np.abs(y), max(floor, 1e-12))
-    step = float(np.median(np.diff(x)))
-    npts = int(round((x[-1] - x[0]) / step)) + 1
-    uniform = npts == x.size and np.allclose(
-        x, x[0] + step * np.arange(x.size), atol=1e-3 * step
-    )
-    if not uniform:  # render on a uniform grid, interpolate onto x
-        npts = int(min(max(x.size, 1000), 40000))
-        step = (x[-1] - x[0]) / (npts - 1)
-    grid = (float(x[0]), step, npts)
-    xg = x[0] + step * np.arange(npts)
+    grid, uniform = _render_grid(x)
+    step = grid[1]
+    xg = x[0] + step * np.arange(grid[2])
 
     est = estimate_fwhm(x, y)
     reach = 3 * max(est, fwhm or 0.0)
@@ -626,6 +672,8 @@ def extract_intensities(
             "yobs": y,
             "ycalc": fit["ycalc"],
             "background": fit["bkg"],
+            "weights": w,
+            "lines": lines,
         },
         shape=fit["shape"],
     )

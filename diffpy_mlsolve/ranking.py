@@ -5,9 +5,13 @@ Each density becomes atoms and a space group
 cannot (too few peaks, no way to fill the cell) stays a candidate flagged
 with the reason.  Every structure gets the quick pattern R factor
 (:func:`diffpy_mlsolve.rfactor.pattern_rfactor`) and, when asked, a
-refinement by a refiner plugin.  The ranking score is the refined Rwp (or
-the quick R factor) plus a penalty for implausibly short contacts; the
-same structure found twice ranks after the distinct ones.
+refinement by a refiner plugin.  Given the intensities extracted from
+the pattern, sites are chosen among each density's peaks by the fit and
+every structure also gets its profile Rwp through the extraction's
+profile (:mod:`diffpy_mlsolve.sitesearch`).  The ranking score is the
+refined Rwp (else the profile Rwp, else the quick R factor) plus a
+penalty for implausibly short contacts; the same structure found twice
+ranks after the distinct ones.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ SYMMETRY_PREMIUM = 0.1
 MAX_DECORATIONS = 12
 # a quick R factor below which no other placement is tried
 GOOD_ENOUGH = 0.1
+# formula units (nearest the density's electron count first) whose sites
+# are searched by the fit; the others are scored only
+SEARCHED_Z = 2
 
 
 def contact_ratio(structure) -> float:
@@ -58,11 +65,14 @@ def contact_ratio(structure) -> float:
 
 
 def _score(cand: Candidate) -> float:
-    """R (refined Rwp, else the quick R factor), up to 10 % worse for
+    """R (refined Rwp, else the profile Rwp where the candidates have
+    one, else the quick R factor), up to 10 % worse for
     low symmetry (P1 pays 10 %, 48 operations or more nothing), so a
     lower group must fit clearly better to win; plus the short-contact
     penalty."""
-    r = cand.rwp if cand.rwp is not None else cand.pattern_rfactor
+    r = cand.rwp
+    if r is None:
+        r = cand.info.get("profile_rwp", cand.pattern_rfactor)
     r = 1.0 if r is None or not math.isfinite(r) else r
     if cand.symmetry is not None:
         ops = len(cand.symmetry.rotations)
@@ -182,13 +192,20 @@ def _best_decoration(sym, pattern, rfac, profile):
     return pattern_rfactor(found.to_crystal(), pattern), found, 1
 
 
-def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
+def _candidate(
+    i, density, pattern, composition, formula_units, swaps, kw, scorer=None
+):
     """One candidate from one density; with Z unknown, each plausible Z
-    near the density's electron count is tried and the best quick R
-    factor (plus the short-contact penalty) wins.  With ``swaps`` the
-    elements are also permuted over the sites found (counts kept) and the
-    best-fitting placement kept: peak heights alone can confuse elements
-    of similar electron count."""
+    near the density's electron count is tried and the best R factor
+    (the profile Rwp with a ``scorer``, else the quick R factor; plus the
+    short-contact penalty) wins.  With ``swaps`` the elements are also
+    permuted over the sites found (counts kept) and the best-fitting
+    placement kept: peak heights alone can confuse elements of similar
+    electron count.  With a ``scorer`` the sites of the first
+    :data:`SEARCHED_Z` Z are chosen among the density's peaks by the fit
+    (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
+    elements, so no placements are tried) and the quick R factor is
+    computed for the structure kept only."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
@@ -203,27 +220,36 @@ def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
     else:
         options = [formula_units]
     tried, errors = [], []
-    for z in options:
+    for nth, z in enumerate(options):
+        # the site search for the Z nearest the electron count only
+        search = scorer if nth < SEARCHED_Z else None
         try:
             sym, sites = structure_from_density(
-                density, composition, formula_units=z, **kw
+                density, composition, formula_units=z, scorer=search, **kw
             )
         except StructureError as err:
             errors.append(str(err))
             continue
-        rfac, skipped, profile = _rfactor(sym, pattern)
-        swapped = 0
-        if rfac is not None and swaps and rfac > GOOD_ENOUGH:
-            rfac, sym, swapped = _best_decoration(sym, pattern, rfac, profile)
+        prof = _profile_rwp(scorer, sym)
+        rfac, skipped, swapped = None, None, 0
+        if prof is None:  # the quick R factor ranks (and places elements)
+            rfac, skipped, profile = _rfactor(sym, pattern)
+            if rfac is not None and swaps and rfac > GOOD_ENOUGH:
+                rfac, sym, swapped = _best_decoration(
+                    sym, pattern, rfac, profile
+                )
         ratio = contact_ratio(sym.to_crystal())
-        score = (1.0 if rfac is None else rfac) + max(
+        fit = prof if prof is not None else rfac
+        score = (1.0 if fit is None else fit) + max(
             0.0, PLAUSIBLE_CONTACT - ratio
         )
-        tried.append((score, z, sym, sites, rfac, skipped, swapped))
+        tried.append((score, z, sym, sites, rfac, skipped, swapped, prof))
     if not tried:
         return Candidate(rank=i, density=density, failed=" / ".join(errors))
     tried.sort(key=lambda t: t[0])
-    _, z, sym, sites, rfac, skipped, swapped = tried[0]
+    _, z, sym, sites, rfac, skipped, swapped, prof = tried[0]
+    if prof is not None:  # the quick R factor of the one kept, for the record
+        rfac, skipped, _ = _rfactor(sym, pattern)
     structure = sym.to_diffpy()
     info = {
         "formula_units_tried": [t[1] for t in tried],
@@ -241,6 +267,9 @@ def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
     }
     if skipped:
         info["pattern_rfactor_skipped"] = skipped
+    if prof is not None:
+        info["profile_rwp"] = prof
+        info["profile_rwp_floor"] = scorer.floor
     meta = density.metadata or {}
     for key in ("latent_rfactor_before", "latent_rfactor_after", "r_flip"):
         if key in meta:
@@ -259,6 +288,16 @@ def _candidate(i, density, pattern, composition, formula_units, swaps, kw):
         symmetry=sym,
         info=info,
     )
+
+
+def _profile_rwp(scorer, sym) -> float | None:
+    """The profile Rwp of ``sym`` (None without a scorer)."""
+    if scorer is None:
+        return None
+    try:
+        return scorer.rwp(sym.to_crystal())
+    except MLSolveError:  # not in the data's cell: the quick R ranks it
+        return None
 
 
 def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:
@@ -304,6 +343,7 @@ def candidates_from_densities(
     refine_settings=None,
     refine_top: int | None = None,
     swaps: bool = True,
+    reflections=None,
     **kw,
 ) -> tuple[Candidate, ...]:
     """Ranked candidates from a list of densities.
@@ -324,11 +364,26 @@ def candidates_from_densities(
     swaps : bool
         Try other placements of the elements on the sites found and keep
         the best-fitting one (:func:`decorations`).
+    reflections : Reflections, optional
+        Intensities extracted from ``pattern`` in the densities' cell
+        (:func:`diffpy_mlsolve.phasing.extract_intensities`): sites are
+        then chosen among each density's peaks by the fit, and candidates
+        scored by their profile Rwp through the extraction's profile
+        (:class:`diffpy_mlsolve.sitesearch.ProfileScorer`; in ``info`` as
+        "profile_rwp", with the extraction's own Rwp, its floor, as
+        "profile_rwp_floor").
     **kw
         Passed to :func:`~diffpy_mlsolve.atoms.structure_from_density`.
     """
+    scorer = None
+    if reflections is not None:
+        from diffpy_mlsolve.sitesearch import ProfileScorer
+
+        scorer = ProfileScorer(reflections)
     cands = [
-        _candidate(i + 1, d, pattern, composition, formula_units, swaps, kw)
+        _candidate(
+            i + 1, d, pattern, composition, formula_units, swaps, kw, scorer
+        )
         for i, d in enumerate(densities)
     ]
     if refine is not None:

@@ -200,6 +200,7 @@ class CrystalNetSolver(DensitySolver):
         phasing: str | None = "flip",
         map_groups: int = MAP_GROUPS,
         centring: str | None = None,
+        site_search: bool = True,
         check_cell: bool = True,
         n_cells: int = 2,
         refine: str | None = None,
@@ -267,6 +268,12 @@ class CrystalNetSolver(DensitySolver):
             Default None: none imposed (on 30 test patterns "auto"
             changed no top-1 result; see the README).  The one used is
             in ``settings["centring"]``.
+        site_search : bool
+            For a powder pattern with ``phasing``: choose each density's
+            sites among its peaks by the fit to the extracted intensities
+            and rank by the profile Rwp through the extraction's profile
+            (:mod:`diffpy_mlsolve.sitesearch`); False: sites by peak
+            height, ranked by the quick R factor.
         check_cell : bool
             First make sure the cell indexes the strongest peaks
             (:func:`diffpy_mlsolve.cellcheck.check_cell`); for a G(r),
@@ -352,6 +359,7 @@ class CrystalNetSolver(DensitySolver):
                     phasing=phasing,
                     map_groups=map_groups,
                     centring=centring,
+                    site_search=site_search,
                     refine=refine,
                     refine_settings=refine_settings,
                     **kw,
@@ -393,6 +401,7 @@ class CrystalNetSolver(DensitySolver):
             pattern=data,
             latent_steps=latent_steps,
         )
+        refl = None
         if phasing is not None:
             if pdf_fit is not None:
                 refl = pdf_fit.for_phasing()
@@ -428,6 +437,9 @@ class CrystalNetSolver(DensitySolver):
             densities = flipped + (
                 [] if phasing == "flip-random" else densities
             )
+        # sites by the fit: powder intensities only (a G(r)'s have no
+        # powder profile)
+        searched = refl if site_search and pdf_fit is None else None
         candidates = candidates_from_densities(
             densities,
             pattern,
@@ -436,6 +448,7 @@ class CrystalNetSolver(DensitySolver):
             refine=refine,
             refine_settings=refine_settings,
             refine_top=n_candidates,
+            reflections=searched,
             **kw,
         )[:n_candidates]
         return SolveResult(
@@ -459,6 +472,7 @@ class CrystalNetSolver(DensitySolver):
                     map_groups if phasing and pdf_fit is None else None
                 ),
                 "centring": centring if phasing else None,
+                "site_search": searched is not None,
                 "refine": refine,
                 "pdf_fit": (
                     None

@@ -21,6 +21,18 @@ def _seed():
         pass
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (modules that flip or extract many
+    small problems run faster so on 2 cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def textbook_structures():
     from textbook import textbook

@@ -220,6 +220,9 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     assert solved
     valid = (None, "F", "I", "C", "A", "B")  # no R: cubic cells
     assert all(r["centring"] in valid for r in solved)
+    # the site search is on by default and its figure reaches the rows
+    assert atoms["site_search"] is True
+    assert all(r["profile_rwp"] > 0 for r in solved if "rwp" in r)
     for key in ("match_top1", "match_top2", "control_match_top1"):
         assert 0 <= atoms[key] <= 1
     assert atoms["seconds_per_structure"] > 0

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from diffpy_mlsolve.atoms import structure_from_density
 from diffpy_mlsolve.errors import PhysicsInputError
@@ -23,13 +22,7 @@ from diffpy_mlsolve.mapsymmetry import (
 from diffpy_mlsolve.phasing import charge_flip, extract_intensities
 from diffpy_mlsolve.simulate import electron_density, simulate_pxrd
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ops(hall):

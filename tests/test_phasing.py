@@ -39,13 +39,7 @@ REALISTIC = dict(
     tth_range=(10, 120), npoints=5500, fwhm=0.08, eta=0.3, counts=1e5
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _true_f2(structure, refl: Reflections) -> np.ndarray:

@@ -154,6 +154,15 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     best = res.best
     assert "charge flipping" in best.info["density_from"], sources
     assert best.spacegroup == "Fm-3m"
+    # sites chosen by the fit: every candidate carries its profile Rwp,
+    # never below the extraction's own, and the ranking follows it
+    assert res.settings["site_search"] is True
+    profiles = [c.info["profile_rwp"] for c in res.candidates]
+    assert all(
+        p >= c.info["profile_rwp_floor"] - 1e-9
+        for p, c in zip(profiles, res.candidates)
+    )
+    assert best.info["profile_rwp"] == min(profiles)
     with pytest.raises(ms.PhysicsInputError, match="phasing"):
         solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")
     for bad in (-1, 1.5):
@@ -177,6 +186,13 @@ def test_charge_flipping_candidates_join_and_are_labelled(
         f.startswith("charge flipping from random phases") for f in froms
     ), froms
     assert rand.best.spacegroup == "Fm-3m"
+    # the ablation of the site search: heights only, the quick R factor
+    plain = solver.solve(
+        nacl_pattern, "NaCl", cell, n_candidates=2, grid=16, site_search=False
+    )
+    assert plain.settings["site_search"] is False
+    assert all("profile_rwp" not in c.info for c in plain.candidates)
+    assert plain.best.spacegroup == "Fm-3m"
 
 
 def test_powder_starts_are_flipped_re_divided_and_in_map_groups(
