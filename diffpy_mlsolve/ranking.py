@@ -78,7 +78,7 @@ def _score(cand: Candidate) -> float:
         ops = len(cand.symmetry.rotations)
     else:
         ops = int(cand.info.get("symmetry_ops", 1))
-    r *= 1 + SYMMETRY_PREMIUM * (1 - min(ops, 48) / 48)
+    r = _premium(r, ops)
     ratio = cand.info.get("contact_ratio", math.inf)
     return r + max(0.0, PLAUSIBLE_CONTACT - ratio)
 
@@ -230,7 +230,7 @@ def _candidate(
         except StructureError as err:
             errors.append(str(err))
             continue
-        prof = _profile_rwp(scorer, sym)
+        sym, prof = _polished(scorer, sym)
         rfac, skipped, swapped = None, None, 0
         if prof is None:  # the quick R factor ranks (and places elements)
             rfac, skipped, profile = _rfactor(sym, pattern)
@@ -290,14 +290,37 @@ def _candidate(
     )
 
 
-def _profile_rwp(scorer, sym) -> float | None:
-    """The profile Rwp of ``sym`` (None without a scorer)."""
+def _premium(r: float, ops: int) -> float:
+    """R up to :data:`SYMMETRY_PREMIUM` worse for fewer than 48
+    operations."""
+    return r * (1 + SYMMETRY_PREMIUM * (1 - min(ops, 48) / 48))
+
+
+def _polished(scorer, sym):
+    """(sym, profile Rwp): the sites refined against the profile Rwp in
+    their group; then, if the refined sites show a higher group, refined
+    again in it and kept if its Rwp with the symmetry premium is lower
+    (noisy sites hide a group from spglib: Y2C's P1 sites refine to
+    R-3m).  (sym, None) without a scorer or outside the data's cell."""
+    from diffpy_mlsolve.sitesearch import refine_positions
+    from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
+
     if scorer is None:
-        return None
+        return sym, None
     try:
-        return scorer.rwp(sym.to_crystal())
+        sym, r = refine_positions(scorer, sym)
     except MLSolveError:  # not in the data's cell: the quick R ranks it
-        return None
+        return sym, None
+    try:
+        again = find_symmetry(sym.to_crystal(), SYMPREC_LADDER)
+    except StructureError:
+        return sym, r
+    if len(again.rotations) <= len(sym.rotations):
+        return sym, r
+    again, r2 = refine_positions(scorer, again)
+    if _premium(r2, len(again.rotations)) < _premium(r, len(sym.rotations)):
+        return again, r2
+    return sym, r
 
 
 def _refined(cand: Candidate, refiner, pattern, settings) -> Candidate:

@@ -153,20 +153,63 @@ class ProfileScorer:
         """f(s) exp(-B s^2) of ``element`` at the observed reflections."""
         key = (element, round(float(biso), 6))
         if key not in self._f0:
-            import torch
-            from pymatgen.core import Element
-
-            from diffpy_mlsolve.physics.formfactors import (
-                form_factor_coefficients,
-                form_factors,
-            )
-
-            coeffs = form_factor_coefficients(
-                torch.tensor([Element(element).Z]), torch.float64
-            )
-            f = form_factors(coeffs, torch.as_tensor(self.s2))
-            self._f0[key] = f.numpy().reshape(-1) * np.exp(-biso * self.s2)
+            self._f0[key] = self.form_factor_at(element, self.s2, biso)
         return self._f0[key]
+
+    @staticmethod
+    def form_factor_at(element: str, s2, biso: float = 0.0) -> np.ndarray:
+        """f(s) exp(-B s^2) of ``element`` at (sin θ/λ)^2 = ``s2``."""
+        import torch
+        from pymatgen.core import Element
+
+        from diffpy_mlsolve.physics.formfactors import (
+            form_factor_coefficients,
+            form_factors,
+        )
+
+        s2 = np.asarray(s2, float)
+        coeffs = form_factor_coefficients(
+            torch.tensor([Element(element).Z]), torch.float64
+        )
+        f = form_factors(coeffs, torch.as_tensor(s2)).numpy().reshape(-1)
+        return f * np.exp(-biso * s2)
+
+    def match_groups(self, dstar) -> np.ndarray:
+        """The overlap group of each |d*| (-1 where no extracted
+        reflection lies within 2e-4 relative)."""
+        ds = np.asarray(dstar, float)
+        ref = self._dstar
+        j = np.clip(np.searchsorted(ref, ds), 1, max(len(ref) - 1, 1))
+        left = np.abs(ds - ref[j - 1]) <= np.abs(ds - ref[j])
+        j = np.where(left, j - 1, j)
+        hit = np.abs(ref[j] - ds) <= 2e-4 * np.maximum(ds, 1e-9)
+        return np.where(hit, self._dgroup[j], -1)
+
+    def torch_rwp(self):
+        """Rwp of group sums as a differentiable torch function."""
+        import torch
+
+        m = self._m.tocoo()
+        a = torch.sparse_coo_tensor(
+            torch.as_tensor(np.vstack([m.row, m.col])),
+            torch.as_tensor(m.data),
+            m.shape,
+            check_invariants=True,
+        ).coalesce()
+        c = torch.as_tensor(self._c)
+        bq = torch.as_tensor(self._bq)
+        members = torch.as_tensor(np.maximum(self.members, 1), dtype=c.dtype)
+        yp2, den = self._yp2, self._den
+
+        def rwp(g):
+            v = g / members
+            cv = c @ v
+            bv = bq @ v
+            vmv = v @ torch.sparse.mm(a, v[:, None])[:, 0] - bv @ bv
+            fit = torch.clamp(cv, min=0) ** 2 / torch.clamp(vmv, min=1e-300)
+            return torch.sqrt(torch.clamp(yp2 - fit, min=0) / den)
+
+        return rwp
 
     def terms(self, frac, elements: Sequence[str], biso: float):
         """(H, n) each site's contribution to F, sites in the data's cell."""
@@ -216,11 +259,8 @@ class ProfileScorer:
         keep = mask[0].numpy()
         ds = dstar[0].numpy()[keep]
         f2 = (fh[0].abs() ** 2).numpy()[keep]
-        ref = self._dstar
-        j = np.clip(np.searchsorted(ref, ds), 1, max(len(ref) - 1, 1))
-        left = np.abs(ds - ref[j - 1]) <= np.abs(ds - ref[j])
-        j = np.where(left, j - 1, j)
-        hit = np.abs(ref[j] - ds) <= 2e-4 * np.maximum(ds, 1e-9)
+        group = self.match_groups(ds)
+        hit = group >= 0
         inside = ds <= dmax
         lost = float(f2[inside & ~hit].sum())
         if lost > _UNMATCHED * max(float(f2[inside].sum()), 1e-30):
@@ -230,7 +270,7 @@ class ProfileScorer:
                 "intensity elsewhere): it is not in the pattern's cell."
             )
         g = np.zeros(self.ngroups)
-        np.add.at(g, self._dgroup[j[hit]], f2[hit])
+        np.add.at(g, group[hit], f2[hit])
         s2 = np.zeros(self.ngroups)
         np.maximum.at(s2, self.group, self.s2)
         return min(
@@ -403,3 +443,107 @@ def _climb(
             break
         at, f, best = paired
     return at, f, best
+
+
+def _orbits(sym, tol: float = 1e-3):
+    """For each asymmetric-unit site: the operations giving its distinct
+    images, and the projector onto the displacements its site symmetry
+    allows."""
+    out = []
+    for x in np.asarray(sym.frac, float):
+        ops, images, fixed = [], [], []
+        for k, (rot, tr) in enumerate(zip(sym.rotations, sym.translations)):
+            y = np.mod(rot @ x + tr, 1.0)
+            if np.all(np.abs((y - x + 0.5) % 1.0 - 0.5) < tol):
+                fixed.append(rot)
+            if not any(
+                np.all(np.abs((y - p + 0.5) % 1.0 - 0.5) < tol) for p in images
+            ):
+                images.append(y)
+                ops.append(k)
+        out.append((ops, np.mean(np.array(fixed, float), 0)))
+    return out
+
+
+def refine_positions(scorer: ProfileScorer, sym, steps: int = 40):
+    """The asymmetric unit's coordinates refined against the profile Rwp
+    within the space group (each site kept on its Wyckoff position), with
+    one overall B; L-BFGS from the given sites.
+
+    Returns
+    -------
+    (SymmetrizedStructure, Rwp) : the refined structure, or ``sym``
+    itself when refining did not lower the profile Rwp.
+    """
+    import dataclasses
+
+    import torch
+
+    from diffpy_mlsolve.physics.reflections import reflections_within
+
+    start = scorer.rwp(sym.to_crystal())
+    orbits = _orbits(sym)
+    rot = torch.as_tensor(np.asarray(sym.rotations, float))
+    tr = torch.as_tensor(np.asarray(sym.translations, float))
+    site = [a for a, (ops, _) in enumerate(orbits) for _ in ops]
+    op = [k for ops, _ in orbits for k in ops]
+    proj = torch.as_tensor(np.stack([p for _, p in orbits]))
+    x0 = torch.as_tensor(np.asarray(sym.frac, float))
+    cell = torch.as_tensor(np.asarray(sym.lattice, float))[None]
+    dmax = float(scorer.reflections.dstar_max)
+    hkl, dstar, mask = reflections_within(cell, dmax)
+    keep = mask[0]
+    hkl, ds = hkl[keep].to(torch.float64), dstar[0][keep]
+    groups = scorer.match_groups(ds.numpy())
+    hit = groups >= 0
+    hkl, ds = hkl[hit], ds[hit]
+    gidx = torch.as_tensor(groups[hit])
+    s2 = ds**2 / 4
+    f0 = torch.as_tensor(
+        np.stack(
+            [
+                scorer.form_factor_at(
+                    sym.elements[a], s2.numpy(), float(sym.biso[a])
+                )
+                for a in site
+            ],
+            1,
+        )
+    )
+    rot_s, tr_s = rot[op], tr[op]
+    site_t = torch.as_tensor(site)
+    u = torch.zeros_like(x0, requires_grad=True)
+    db = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [u, db], max_iter=steps, line_search_fn="strong_wolfe"
+    )
+    rwp_t = scorer.torch_rwp()
+
+    def rwp():
+        x = x0 + torch.einsum("aij,aj->ai", proj, u)
+        pos = torch.einsum("nij,nj->ni", rot_s, x[site_t]) + tr_s
+        phase = 2 * math.pi * (hkl @ pos.T)
+        amp = f0 * torch.exp(-db * s2)[:, None]
+        re = (amp * torch.cos(phase)).sum(1)
+        im = (amp * torch.sin(phase)).sum(1)
+        g = torch.zeros(scorer.ngroups, dtype=torch.float64)
+        g = g.index_add(0, gidx, re**2 + im**2)
+        return rwp_t(g)
+
+    def closure():
+        opt.zero_grad()
+        r = rwp()
+        r.backward()
+        return r
+
+    try:
+        opt.step(closure)
+    except RuntimeError:  # a line search that failed: keep the start
+        return sym, start
+    with torch.no_grad():
+        x = np.mod((x0 + torch.einsum("aij,aj->ai", proj, u)).numpy(), 1.0)
+    new = dataclasses.replace(sym, frac=x)
+    end = scorer.rwp(new.to_crystal())
+    if not end < start:
+        return sym, start
+    return new, end

@@ -14,7 +14,13 @@ from diffpy_mlsolve.errors import PhysicsInputError
 from diffpy_mlsolve.phasing import extract_intensities
 from diffpy_mlsolve.rfactor import pattern_rfactor
 from diffpy_mlsolve.simulate import electron_density, simulate_pxrd
-from diffpy_mlsolve.sitesearch import ProfileScorer, search_sites
+from diffpy_mlsolve.sitesearch import (
+    ProfileScorer,
+    refine_positions,
+    search_sites,
+)
+from diffpy_mlsolve.structures import as_crystal
+from diffpy_mlsolve.symmetry import find_symmetry
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,3 +154,46 @@ def test_structure_from_a_pseudo_symmetric_density(rutile):
     assert sym.number == 136  # P4_2/mnm
     assert matcher.fit(sym.to_pymatgen(), truth)
     assert sites.elements.count("O") == 4
+
+
+def test_refinement_keeps_the_group_and_finds_the_sites(rutile):
+    """Rutile with O at x = 0.28: refined within P4_2/mnm (O on its 4f
+    line, Ru fixed on 2a) x returns to 0.3055 and the Rwp to the
+    truth's."""
+    truth, _, refl = rutile
+    scorer = ProfileScorer(refl)
+    x = 0.28
+    off = _structure(
+        [
+            [x, x, 0],
+            [1 - x, 1 - x, 0],
+            [0.5 + x, 0.5 - x, 0.5],
+            [0.5 - x, 0.5 + x, 0.5],
+        ]
+    )
+    sym = find_symmetry(as_crystal(off, standardize=False), 1e-3)
+    assert sym.number == 136
+    new, r = refine_positions(scorer, sym)
+    assert new.number == 136 and new.wyckoff == sym.wyckoff
+    o = np.asarray(new.frac)[list(new.elements).index("O")]
+    assert min(abs(o[0] - X), abs(o[0] - (1 - X))) < 0.003, o
+    assert r == pytest.approx(scorer.rwp(truth), rel=0.02)
+    assert r < 0.5 * scorer.rwp(off)
+
+
+def test_noisy_p1_sites_refine_into_their_group(rutile):
+    """Sites 0.15 Å off rutile's in random directions, found in P1 at a
+    tight tolerance: refined, they show P4_2/mnm again, which is kept."""
+    from diffpy_mlsolve.ranking import _polished
+
+    truth, _, refl = rutile
+    scorer = ProfileScorer(refl)
+    rng = np.random.default_rng(1)
+    noisy = truth.copy()
+    for i in range(len(noisy)):
+        noisy.translate_sites([i], rng.normal(0, 0.09, 3), frac_coords=False)
+    p1 = find_symmetry(as_crystal(noisy, standardize=False), 1e-3)
+    assert p1.number < 136
+    sym, r = _polished(scorer, p1)
+    assert sym.number == 136
+    assert r == pytest.approx(scorer.rwp(truth), rel=0.05)

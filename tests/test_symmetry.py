@@ -54,6 +54,34 @@ def test_group_found_and_sites_snapped(textbook_structures, name):
     assert StructureMatcher().fit(sym.to_pymatgen(), textbook_structures[name])
 
 
+def test_sites_found_at_a_loose_tolerance_sit_on_their_positions():
+    """RuO2 sites refined in P1 (a few 0.01 Å off, axes c, a, a): the
+    ladder finds P4_2/mnm at 0.03 Å, where spglib's standardized O lay off
+    its 4f line, (0.3061, 0.3053, 0.0015), and expanded to 8 O.  Snapped
+    onto the line, they expand to the 2 Ru and 4 O there are."""
+    lattice = (3.1113, 4.4825, 4.4825, 90, 90, 90)
+    frac = [
+        [0.004347, 0.995115, 0.007781],
+        [0.504345, 0.495042, 0.507855],
+        [0.004484, 0.301969, 0.312223],
+        [0.004436, 0.690665, 0.700984],
+        [0.504423, 0.800663, 0.202159],
+        [0.504391, 0.189682, 0.813438],
+    ]
+    crystal = CrystalArrays(
+        np.array(lattice, float),
+        np.array(frac),
+        np.array([44, 44, 8, 8, 8, 8]),
+        np.ones(6),
+        np.ones(6),
+    )
+    sym = find_symmetry(crystal)
+    assert sym.number == 136
+    assert sorted(sym.to_crystal().numbers) == [8, 8, 8, 8, 44, 44]
+    o = np.asarray(sym.frac)[list(sym.elements).index("O")]
+    assert o[0] == pytest.approx(o[1], abs=1e-12) and o[2] in (0.0, 0.5)
+
+
 def test_contents_are_kept_not_merged():
     # two atoms 0.5 Å apart: a loose tolerance would merge them
     s = Structure(
