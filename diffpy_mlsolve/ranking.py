@@ -204,7 +204,8 @@ def _candidate(
     electron count.  With a ``scorer`` the sites of the first
     :data:`SEARCHED_Z` Z are chosen among the density's peaks by the fit
     (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
-    elements, so no placements are tried) and the quick R factor is
+    elements, so no placements are tried) and, symmetrised, refined
+    against the profile Rwp (:func:`_polished`); the quick R factor is
     computed for the structure kept only."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
@@ -230,7 +231,10 @@ def _candidate(
         except StructureError as err:
             errors.append(str(err))
             continue
-        sym, prof = _polished(scorer, sym)
+        if search is not None:
+            sym, prof = _polished(scorer, sym)
+        else:
+            prof = _profile_rwp(scorer, sym)
         rfac, skipped, swapped = None, None, 0
         if prof is None:  # the quick R factor ranks (and places elements)
             rfac, skipped, profile = _rfactor(sym, pattern)
@@ -288,6 +292,17 @@ def _candidate(
         symmetry=sym,
         info=info,
     )
+
+
+def _profile_rwp(scorer, sym) -> float | None:
+    """The profile Rwp of ``sym`` (None without a scorer or outside the
+    data's cell)."""
+    if scorer is None:
+        return None
+    try:
+        return scorer.rwp(sym.to_crystal())
+    except MLSolveError:  # not in the data's cell: the quick R ranks it
+        return None
 
 
 def _premium(r: float, ops: int) -> float:

@@ -465,7 +465,7 @@ def _orbits(sym, tol: float = 1e-3):
     return out
 
 
-def refine_positions(scorer: ProfileScorer, sym, steps: int = 40):
+def refine_positions(scorer: ProfileScorer, sym, steps: int = 20):
     """The asymmetric unit's coordinates refined against the profile Rwp
     within the space group (each site kept on its Wyckoff position), with
     one overall B; L-BFGS from the given sites.
