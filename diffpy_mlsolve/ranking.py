@@ -205,8 +205,9 @@ def _candidate(
     :data:`SEARCHED_Z` Z are chosen among the density's peaks by the fit
     (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
     elements, so no placements are tried) and, symmetrised, refined
-    against the profile Rwp (:func:`_polished`); the quick R factor is
-    computed for the structure kept only."""
+    against the profile Rwp (:func:`_polished`), as are the sites by
+    height, and the better of the two (symmetry premium included) is
+    kept; the quick R factor is computed for the structure kept only."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
@@ -233,6 +234,22 @@ def _candidate(
             continue
         if search is not None:
             sym, prof = _polished(scorer, sym)
+            # the sites by height too: a search in P1 can break the
+            # symmetry a map showed (TbAl3's R-3m), for a P1 overfit
+            try:
+                alt = structure_from_density(
+                    density, composition, formula_units=z, **kw
+                )
+            except StructureError:
+                alt = None
+            if alt is not None:
+                alt_sym, alt_prof = _polished(scorer, alt[0])
+                if alt_prof is not None and (
+                    prof is None
+                    or _premium(alt_prof, len(alt_sym.rotations))
+                    < _premium(prof, len(sym.rotations))
+                ):
+                    sym, sites, prof = alt_sym, alt[1], alt_prof
         else:
             prof = _profile_rwp(scorer, sym)
         rfac, skipped, swapped = None, None, 0
