@@ -349,7 +349,10 @@ def _polished(scorer, sym):
         return sym, r
     if len(again.rotations) <= len(sym.rotations):
         return sym, r
-    again, r2 = refine_positions(scorer, again)
+    try:
+        again, r2 = refine_positions(scorer, again)
+    except MLSolveError:  # its standard cell is not the data's
+        return sym, r
     if _premium(r2, len(again.rotations)) < _premium(r, len(sym.rotations)):
         return again, r2
     return sym, r
