@@ -25,6 +25,10 @@ from the other sites), two sites of different elements may swap, and
 when neither helps two sites move together, whenever that lowers the
 profile Rwp.  Each trial changes one or two terms of F: one site is
 scored against every peak at once.
+
+:func:`refine_positions` then refines a symmetrised structure's
+asymmetric unit against the same figure, each site kept on its Wyckoff
+position.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ import numpy as np
 
 from diffpy_mlsolve.errors import PhysicsInputError
 
-__all__ = ["ProfileScorer", "search_sites"]
+__all__ = ["ProfileScorer", "search_sites", "refine_positions"]
 
 #: Changes of the overall B (Å^2, added to the sites' B) the scorer tries.
 B_SHIFTS = (-0.8, -0.4, 0.0, 0.5, 1.0, 2.0, 3.0)
 #: Scans (one site against every peak of the pool) per search, at most:
-#: this many per atom, and at least :data:`MIN_SCANS` (RuO2's pair move
-#: takes about 50; U3Si, 16 atoms, reaches the true structure's Rwp in 16
-#: from the network's first density).
+#: this many per atom, and at least :data:`MIN_SCANS` (room for the pair
+#: moves of a small cell such as the rutile test's; U3Si, 16 atoms,
+#: reached the true structure's Rwp within 16 from the network's first
+#: density).
 SCANS_PER_ATOM = 6
 MIN_SCANS = 60
 #: Peaks (highest first) a site may move to: this many per atom, plus 24.
