@@ -543,10 +543,14 @@ def refine_positions(scorer: ProfileScorer, sym, steps: int = 20):
 
     try:
         opt.step(closure)
-    except RuntimeError:  # a line search that failed: keep the start
+    except (RuntimeError, IndexError, ValueError):
+        # torch's strong-Wolfe line search can fail (an IndexError in
+        # torch 2.13 on a cubic Laves candidate): keep the start
         return sym, start
     with torch.no_grad():
         x = np.mod((x0 + torch.einsum("aij,aj->ai", proj, u)).numpy(), 1.0)
+    if not np.all(np.isfinite(x)):
+        return sym, start
     new = dataclasses.replace(sym, frac=x)
     end = scorer.rwp(new.to_crystal())
     if not end < start:
