@@ -127,25 +127,21 @@ class ProfileScorer:
         return float(self.reflections.rwp)
 
     # ------------------------------------------------------------ core
-    def rwp_of_groups(self, g: np.ndarray) -> float:
-        """Rwp of summed |F|^2 per overlap group ``g`` (G,)."""
-        v = g / np.maximum(self.members, 1)
-        cv = float(self._c @ v)
+    def rwp_of_groups(self, g: np.ndarray) -> np.ndarray:
+        """Rwp of summed |F|^2 per overlap group: ``g`` (G,) gives a
+        float, ``g`` (G, K) the (K,) Rwp of K structures."""
+        v = g / np.maximum(self.members, 1).reshape(-1, *([1] * (g.ndim - 1)))
+        cv = self._c @ v
         bv = self._bq @ v
-        vmv = float(v @ (self._m @ v)) - float(bv @ bv)
-        fit = cv * cv / vmv if cv > 0 and vmv > 0 else 0.0
-        return math.sqrt(max(self._yp2 - fit, 0.0) / self._den)
+        vmv = (v * (self._m @ v)).sum(0) - (bv * bv).sum(0)
+        ok = (cv > 0) & (vmv > 0)
+        fit = np.where(ok, cv**2 / np.where(ok, vmv, 1.0), 0.0)
+        r = np.sqrt(np.maximum(self._yp2 - fit, 0.0) / self._den)
+        return float(r) if g.ndim == 1 else r
 
     def rwp_of_many(self, f: np.ndarray) -> np.ndarray:
         """(K,) Rwp of K sets of structure factors, ``f`` (H, K)."""
-        g = self._sum @ (np.abs(f) ** 2)
-        v = g / np.maximum(self.members, 1)[:, None]
-        cv = self._c @ v
-        bv = self._bq @ v
-        vmv = np.einsum("gk,gk->k", v, self._m @ v) - (bv * bv).sum(0)
-        ok = (cv > 0) & (vmv > 0)
-        fit = np.where(ok, cv**2 / np.where(ok, vmv, 1.0), 0.0)
-        return np.sqrt(np.maximum(self._yp2 - fit, 0.0) / self._den)
+        return self.rwp_of_groups(self._sum @ (np.abs(f) ** 2))
 
     def rwp_of_f(self, f: np.ndarray) -> float:
         """Rwp of structure factors ``f`` at the observed reflections."""
