@@ -52,6 +52,7 @@ __all__ = [
     "formula_unit_options",
     "assign_sites",
     "structure_from_density",
+    "structures_in_group",
 ]
 
 # Å^3 per atom outside which a cell's contents are not a crystal
@@ -525,3 +526,125 @@ def structure_from_density(
         crystal, SYMPREC_LADDER if symprec is None else symprec
     )
     return sym, sites
+
+
+def structures_in_group(
+    density,
+    composition,
+    group,
+    scorer,
+    *,
+    formula_units: int | None = None,
+    reference_grid: int | None = None,
+    min_distance: float = 0.9,
+    threshold: float = 0.01,
+    biso: float = 1.0,
+    symprec=None,
+):
+    """Atoms as whole orbits of a space group the density shows, chosen
+    among its peaks by the fit to the pattern: one structure per way of
+    filling the counts that the search ended on, best fit first.
+
+    The density (resampled to a grid of a multiple of 12 if need be) is
+    moved to the group's origin and averaged over its operations
+    (:func:`~diffpy_mlsolve.mapsymmetry.symmetrize`); its peaks become
+    the group's orbits, and orbits are chosen to fill each element's
+    count by the profile Rwp
+    (:func:`~diffpy_mlsolve.sitesearch.search_orbits`).  A search site
+    by site in P1 can break the symmetry a map shows into a P1 overfit;
+    whole orbits cannot.
+
+    Parameters
+    ----------
+    density : Density
+    composition : str or Mapping
+    group : MapSymmetry
+        From :func:`~diffpy_mlsolve.mapsymmetry.find_map_symmetry` on the
+        density (on its grid or a resampled one).
+    scorer : ProfileScorer
+        The pattern, in the density's cell.
+    formula_units, reference_grid, min_distance, threshold, biso, symprec
+        As in :func:`structure_from_density`.
+
+    Returns
+    -------
+    list of (SymmetrizedStructure, Sites)
+        Lowest profile Rwp first; the sites in the density's own frame.
+
+    Raises
+    ------
+    StructureError
+        When the composition cannot fill the cell or the group's orbits
+        of the density's peaks cannot hold its contents.
+    """
+    from diffpy_mlsolve.mapsymmetry import (
+        resampled,
+        symmetrize,
+        symmetry_grid,
+    )
+    from diffpy_mlsolve.sitesearch import search_orbits
+    from diffpy_mlsolve.structures import CrystalArrays, _symbol_to_z
+    from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
+
+    values = np.asarray(density.values, float)
+    electrons = float(values.mean() * density.volume)
+    contents = cell_contents(
+        composition,
+        density.volume,
+        electrons=electrons,
+        formula_units=formula_units,
+    )
+    natoms = sum(contents.values())
+    n = values.shape[0]
+    averaged = symmetrize(resampled(density, symmetry_grid(n)), group)
+    peaks = find_peaks(
+        averaged.values, threshold=threshold, max_peaks=4 * natoms + 64
+    )
+    peaks = merge_close(peaks, density.lattice, min_distance)
+    grid = int(
+        reference_grid
+        or (density.metadata or {}).get("target_grid")
+        or values.shape[0]
+    )
+    heights = expected_heights(contents, density.lattice, grid, biso)
+    found = search_orbits(
+        scorer,
+        peaks,
+        contents,
+        heights,
+        group.rotations,
+        group.translations,
+        density.lattice,
+        min_distance=min_distance,
+        biso=biso,
+    )
+    if not found:
+        raise StructureError(
+            f"The {group.symbol} orbits of the density's peaks cannot hold "
+            f"the {natoms} atoms of {_formula(contents)}."
+        )
+    out = []
+    for frac, elements, height, _ in found:
+        frac = np.mod(frac + np.asarray(group.origin, float), 1.0)
+        expected = np.array([heights[e] for e in elements])
+        scale = math.exp(float(np.median(np.log(height / expected))))
+        sites = Sites(
+            elements=tuple(elements),
+            frac=frac,
+            height=height,
+            expected=expected * scale,
+            contents=dict(contents),
+        )
+        crystal = CrystalArrays(
+            np.asarray(density.lattice, float),
+            frac,
+            np.array([_symbol_to_z(e, e) for e in elements]),
+            np.ones(natoms),
+            np.full(natoms, float(biso)),
+            _formula(contents),
+        )
+        sym = find_symmetry(
+            crystal, SYMPREC_LADDER if symprec is None else symprec
+        )
+        out.append((sym, sites))
+    return out

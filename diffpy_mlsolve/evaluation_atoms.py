@@ -264,6 +264,7 @@ def evaluate_atoms(
             row["rwp"] = best.rwp
             row["pattern_rfactor"] = best.pattern_rfactor
             row["profile_rwp"] = best.info.get("profile_rwp")
+            row["sites_from"] = best.info.get("sites_from")
         else:
             row["right_spacegroup"] = False
         if control:

@@ -41,6 +41,7 @@ __all__ = [
     "find_map_symmetry",
     "flip_in_groups",
     "lattice_groups",
+    "resampled",
     "averager",
     "symmetrize",
     "symmetry_grid",
@@ -184,6 +185,25 @@ def _translation_index(t, n: int) -> np.ndarray:
             f"{symmetry_grid(n)})."
         )
     return out
+
+
+def resampled(density, n: int):
+    """The density Fourier-interpolated onto an ``n``^3 grid (a Density in
+    the same cell, its band limit kept; the Nyquist planes dropped).  The
+    network's 32-point maps need a grid of a multiple of 12 to be
+    searched for symmetry (:func:`symmetry_grid`)."""
+    from dataclasses import replace
+
+    values = _values(density)
+    m = values.shape[0]
+    if m == n:
+        return density
+    half = (min(m, n) - 1) // 2
+    idx = np.r_[0 : half + 1, -half:0]
+    coeff = np.fft.fftn(values)[np.ix_(idx % m, idx % m, idx % m)]
+    out = np.zeros((n, n, n), complex)
+    out[np.ix_(idx % n, idx % n, idx % n)] = coeff
+    return replace(density, values=np.fft.ifftn(out).real * (n**3 / m**3))
 
 
 def _values(density) -> np.ndarray:

@@ -41,6 +41,8 @@ GOOD_ENOUGH = 0.1
 # formula units (nearest the density's electron count first) whose sites
 # are searched by the fit; the others are scored only
 SEARCHED_Z = 2
+# groups of the highest order a density shows whose orbits are searched
+ORBIT_GROUPS = 2
 
 
 def contact_ratio(structure) -> float:
@@ -206,11 +208,14 @@ def _candidate(
     (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
     elements, so no placements are tried) and, symmetrised, refined
     against the profile Rwp (:func:`_polished`), as are the sites by
-    height, and the better of the two (symmetry premium included) is
+    height and the sites as whole orbits of the groups the density shows
+    (:func:`_map_groups`, :func:`~diffpy_mlsolve.atoms.
+    structures_in_group`), and the best (symmetry premium included) is
     kept; the quick R factor is computed for the structure kept only."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
+        structures_in_group,
     )
 
     electrons = float(np.mean(density.values) * density.volume)
@@ -221,36 +226,65 @@ def _candidate(
         options = options or [None]  # cell_contents then says why
     else:
         options = [formula_units]
-    tried, errors = [], []
+    tried, errors, groups = [], [], {}
     for nth, z in enumerate(options):
         # the site search for the Z nearest the electron count only
         search = scorer if nth < SEARCHED_Z else None
+        found = []  # (sym, sites, how they were chosen)
         try:
             sym, sites = structure_from_density(
                 density, composition, formula_units=z, scorer=search, **kw
             )
-        except StructureError as err:
-            errors.append(str(err))
-            continue
-        if search is not None:
-            sym, prof = _polished(scorer, sym)
-            # the sites by height too: a search in P1 can break the
-            # symmetry a map showed (TbAl3's R-3m), for a P1 overfit
-            try:
-                alt = structure_from_density(
+            found.append(
+                (sym, sites, "peak heights" if search is None else "search")
+            )
+            if search is not None:
+                # the sites by height too: a search in P1 can break the
+                # symmetry a map showed (TbAl3's R-3m), for a P1 overfit
+                sym, sites = structure_from_density(
                     density, composition, formula_units=z, **kw
                 )
-            except StructureError:
-                alt = None
-            if alt is not None:
-                alt_sym, alt_prof = _polished(scorer, alt[0])
-                if alt_prof is not None and (
-                    prof is None
-                    or _premium(alt_prof, len(alt_sym.rotations))
-                    < _premium(prof, len(sym.rotations))
+                found.append((sym, sites, "peak heights"))
+        except StructureError as err:
+            errors.append(str(err))
+        if search is not None:
+            # whole orbits of the groups the density shows (they need no
+            # peak per atom)
+            for group in _map_groups(density, groups):
+                try:
+                    found += [
+                        (s, t, f"orbits of {group.symbol}")
+                        for s, t in structures_in_group(
+                            density,
+                            composition,
+                            group,
+                            scorer,
+                            formula_units=z,
+                            **kw,
+                        )
+                    ]
+                except StructureError as err:
+                    errors.append(str(err))
+        if not found:
+            continue
+        if search is not None:
+            # each refined against the profile Rwp; the best fit, symmetry
+            # premium included, is kept
+            best = None
+            for sym, sites, how in found:
+                sym, prof = _polished(scorer, sym)
+                if best is None or (
+                    prof is not None
+                    and (
+                        best[3] is None
+                        or _premium(prof, len(sym.rotations))
+                        < _premium(best[3], len(best[0].rotations))
+                    )
                 ):
-                    sym, sites, prof = alt_sym, alt[1], alt_prof
+                    best = (sym, sites, how, prof)
+            sym, sites, how, prof = best
         else:
+            sym, sites, how = found[0]
             prof = _profile_rwp(scorer, sym)
         rfac, skipped, swapped = None, None, 0
         if prof is None:  # the quick R factor ranks (and places elements)
@@ -264,11 +298,11 @@ def _candidate(
         score = (1.0 if fit is None else fit) + max(
             0.0, PLAUSIBLE_CONTACT - ratio
         )
-        tried.append((score, z, sym, sites, rfac, skipped, swapped, prof))
+        tried.append((score, z, sym, sites, rfac, skipped, swapped, prof, how))
     if not tried:
         return Candidate(rank=i, density=density, failed=" / ".join(errors))
     tried.sort(key=lambda t: t[0])
-    _, z, sym, sites, rfac, skipped, swapped, prof = tried[0]
+    _, z, sym, sites, rfac, skipped, swapped, prof, how = tried[0]
     if prof is not None:  # the quick R factor of the one kept, for the record
         rfac, skipped, _ = _rfactor(sym, pattern)
     structure = sym.to_diffpy()
@@ -278,6 +312,7 @@ def _candidate(
         "electrons_in_density": electrons,
         "peak_height_misfit": sites.misfit,
         "elements_swapped": bool(swapped),
+        "sites_from": how,
         "contact_ratio": contact_ratio(structure),
         # the peaks as picked, in the density's own frame (the symmetrised
         # structure is in spglib's standard setting and origin)
@@ -309,6 +344,27 @@ def _candidate(
         symmetry=sym,
         info=info,
     )
+
+
+def _map_groups(density, cache: dict) -> list:
+    """The groups of the highest order the density shows at
+    :data:`~diffpy_mlsolve.mapsymmetry.MAP_SYMMETRY_THRESHOLD` (at most
+    :data:`ORBIT_GROUPS`; on a grid of a multiple of 12), found once per
+    density (``cache``)."""
+    from diffpy_mlsolve.mapsymmetry import (
+        find_map_symmetry,
+        resampled,
+        symmetry_grid,
+    )
+
+    if "found" not in cache:
+        n = symmetry_grid(density.values.shape[0])
+        found = find_map_symmetry(
+            resampled(density, n), max_groups=ORBIT_GROUPS
+        )
+        top = max((g.order for g in found), default=0)
+        cache["found"] = [g for g in found if g.order == top]
+    return cache["found"]
 
 
 def _profile_rwp(scorer, sym) -> float | None:

@@ -26,6 +26,11 @@ when neither helps two sites move together, whenever that lowers the
 profile Rwp.  Each trial changes one or two terms of F: one site is
 scored against every peak at once.
 
+:func:`search_orbits` makes the same moves with whole orbits of a space
+group the map shows instead of single sites, so the search cannot break
+the symmetry into a P1 overfit (the network's RbSmO2 density shows R-3m
+at agreement 0.98 while the P1 search ends 20 % above the truth's Rwp).
+
 :func:`refine_positions` then refines a symmetrised structure's
 asymmetric unit against the same figure, each site kept on its Wyckoff
 position.
@@ -40,7 +45,13 @@ import numpy as np
 
 from diffpy_mlsolve.errors import PhysicsInputError
 
-__all__ = ["ProfileScorer", "search_sites", "refine_positions"]
+__all__ = [
+    "ProfileScorer",
+    "orbit_pool",
+    "refine_positions",
+    "search_orbits",
+    "search_sites",
+]
 
 #: Changes of the overall B (Å^2, added to the sites' B) the scorer tries.
 B_SHIFTS = (-0.8, -0.4, 0.0, 0.5, 1.0, 2.0, 3.0)
@@ -362,14 +373,27 @@ def search_sites(
 
 
 def _climb(
-    scorer, table, dist, at, elements, f, best, scans, min_distance, max_scans
+    scorer,
+    table,
+    dist,
+    at,
+    elements,
+    f,
+    best,
+    scans,
+    min_distance,
+    max_scans,
+    mult=None,
 ):
     """The moves of :func:`search_sites` until none helps; ``elements``
-    is changed in place."""
+    is changed in place.  With ``mult`` (the multiplicity of each pool
+    entry, for :func:`search_orbits`) a site moves only to an entry of
+    its own multiplicity, and two sites swap elements only when theirs
+    are equal, so every element keeps its count."""
     n = len(at)
 
     def scan(f_now, at_now, i):
-        """(R of moving site i to each pool peak, as a vector)."""
+        """(R of moving site i to each pool entry, as a vector)."""
         scans[0] += 1
         e = elements[i]
         base = f_now - table[e][:, at_now[i]]
@@ -377,6 +401,8 @@ def _climb(
         others = at_now[:i] + at_now[i + 1 :]
         if others:
             r[dist[:, others].min(1) < min_distance] = np.inf
+        if mult is not None:
+            r[mult != mult[at_now[i]]] = np.inf
         r[at_now] = np.inf
         return r, base
 
@@ -402,7 +428,9 @@ def _climb(
         swapped = False
         for i in range(n):
             for k in range(i + 1, n):
-                if elements[i] == elements[k]:
+                if elements[i] == elements[k] or (
+                    mult is not None and mult[at[i]] != mult[at[k]]
+                ):
                     continue
                 ei, ek = elements[i], elements[k]
                 trial = (
@@ -444,6 +472,268 @@ def _climb(
             break
         at, f, best = paired
     return at, f, best
+
+
+def orbit_pool(frac, rotations, translations, lattice, *, snap: float = 0.6):
+    """The orbits of points under a space group's operations.
+
+    Each point is first moved onto the special position it is within
+    ``snap`` Å of (the mean of its images under the operations that move
+    it less than that, twice), then expanded.
+
+    Returns
+    -------
+    list of ndarray (m, 3)
+        Each point's orbit (its m distinct images, the point first).
+    """
+    from diffpy_mlsolve.symmetry import _matrix
+
+    matrix = _matrix(tuple(float(v) for v in lattice))
+    rot = np.asarray(rotations, float)
+    tr = np.asarray(translations, float)
+    out = []
+    for x in np.asarray(frac, float).reshape(-1, 3):
+        for _ in range(2):
+            shift = np.einsum("kij,j->ki", rot, x) + tr - x
+            shift -= np.round(shift)
+            near = np.linalg.norm(shift @ matrix, axis=1) < snap
+            x = np.mod(x + shift[near].mean(0), 1.0)
+        images = np.mod(np.einsum("kij,j->ki", rot, x) + tr, 1.0)
+        orbit = [x]
+        for y in images:
+            d = (y - np.array(orbit) + 0.5) % 1.0 - 0.5
+            if np.linalg.norm(d @ matrix, axis=1).min() > 0.05:
+                orbit.append(y)
+        out.append(np.array(orbit))
+    return out
+
+
+def search_orbits(
+    scorer: ProfileScorer,
+    peaks,
+    contents,
+    heights,
+    rotations,
+    translations,
+    lattice,
+    *,
+    min_distance: float = 0.9,
+    biso: float = 1.0,
+    starts: int = 4,
+    max_scans: int | None = None,
+):
+    """Whole orbits of a space group chosen among a density's peaks by the
+    profile Rwp.
+
+    The density's peaks (in the group's frame: the map averaged in it,
+    its origin at the group's) become orbits (:func:`orbit_pool`; those
+    whose images come closer than ``min_distance`` are dropped, as are
+    repeats).  Each element's count is filled exactly with orbits, the
+    heaviest element first, orbits whose height fits the element's
+    (``heights``, one common scale) preferred; up to ``starts`` fillings
+    with different multiplicities are each improved by the moves of
+    :func:`search_sites` (an orbit to another of its multiplicity, two of
+    equal multiplicity swapping elements, pairs), the overall B refitted.
+
+    Parameters
+    ----------
+    scorer : ProfileScorer
+    peaks : Peaks
+        Highest first.
+    contents : Mapping
+        Element -> atoms in the cell.
+    heights : Mapping
+        Element -> expected peak height
+        (:func:`~diffpy_mlsolve.atoms.expected_heights`).
+    rotations, translations : ndarray (S, 3, 3), (S, 3)
+        The group's operations in the peaks' frame.
+    lattice : (a, b, c, alpha, beta, gamma)
+    min_distance, biso
+        As in :func:`search_sites`.
+    starts : int
+        Fillings searched.
+    max_scans : int, optional
+        Scans per filling; default as in :func:`search_sites`.
+
+    Returns
+    -------
+    list of (frac (n, 3), elements, heights, Rwp)
+        Every atom of the orbits each filling ended on (distinct ends,
+        lowest Rwp first: a filling whose free coordinates are off in
+        the map can end higher and refine lowest); empty when no filling
+        of the counts exists.
+    """
+    from diffpy_mlsolve.atoms import _lattice_matrix
+
+    natoms = int(sum(contents.values()))
+    pool_size = min(len(peaks), POOL_PER_ATOM * natoms + 24)
+    orbits = orbit_pool(
+        np.asarray(peaks.frac, float)[:pool_size],
+        rotations,
+        translations,
+        lattice,
+        snap=0.6 * min_distance,
+    )
+    height = np.asarray(peaks.height, float)[:pool_size]
+    matrix = _lattice_matrix(lattice)
+    keep, reps = [], []
+    for k, orb in enumerate(orbits):
+        if len(orb) > natoms or _min_distance(orb[:1], orb[1:], matrix) < (
+            min_distance
+        ):
+            continue
+        if reps and _min_distance(orb[:1], np.vstack(reps), matrix) < 0.05:
+            continue  # the orbit of a higher peak
+        keep.append(k)
+        reps.append(orb)
+    if not keep:
+        return []
+    orbits = [orbits[k] for k in keep]
+    height = height[keep]
+    mult = np.array([len(o) for o in orbits])
+    dist = np.array(
+        [[_min_distance(a[:1], b, matrix) for b in orbits] for a in orbits]
+    )
+    # S_k(h) = Σ_j exp(2πi h·x_j) over orbit k
+    images = np.vstack(orbits)
+    owner = np.repeat(np.arange(len(orbits)), mult)
+    phase = np.exp(2j * np.pi * (scorer.hkl @ images.T))
+    orbit_sum = np.zeros((len(scorer.hkl), len(orbits)), complex)
+    np.add.at(orbit_sum.T, owner, phase.T)
+    fills = _fillings(mult, height, contents, heights, dist, min_distance)
+    if not fills:
+        return []
+    if max_scans is None:
+        max_scans = max(MIN_SCANS, SCANS_PER_ATOM * len(fills[0][0]))
+    ends = []  # (Rwp, orbits, elements) of each distinct end
+    for at0, elements0 in fills[:starts]:
+        at, elements = list(at0), list(elements0)
+        scans, b = [0], None
+        for _ in range(3):  # the overall B refitted to the orbits found
+            r_b = [
+                (
+                    scorer.rwp_of_f(
+                        sum(
+                            scorer.form_factor(e, biso + d) * orbit_sum[:, k]
+                            for e, k in zip(elements, at)
+                        )
+                    ),
+                    biso + d,
+                )
+                for d in B_SHIFTS
+            ]
+            r_now, b_now = min(r_b)
+            if b_now == b:
+                break
+            b = b_now
+            table = {
+                e: scorer.form_factor(e, b)[:, None] * orbit_sum
+                for e in set(elements)
+            }
+            f = sum(table[e][:, k] for e, k in zip(elements, at))
+            at, f, r_now = _climb(
+                scorer,
+                table,
+                dist,
+                at,
+                elements,
+                f,
+                r_now,
+                scans,
+                min_distance,
+                max_scans,
+                mult=mult,
+            )
+        key = sorted(zip(at, elements))
+        if all(key != sorted(zip(a, e)) for _, a, e in ends):
+            ends.append((r_now, list(at), list(elements)))
+    out = []
+    for r, at, elements in sorted(ends, key=lambda t: t[0]):
+        frac = np.vstack([orbits[k] for k in at])
+        els = [e for e, k in zip(elements, at) for _ in range(mult[k])]
+        hts = np.concatenate([np.full(mult[k], height[k]) for k in at])
+        out.append((np.mod(frac, 1.0), els, hts, float(r)))
+    return out
+
+
+def _min_distance(a, b, matrix) -> float:
+    """Shortest periodic distance (Å) between points ``a`` and ``b``."""
+    if len(a) == 0 or len(b) == 0:
+        return math.inf
+    d = np.asarray(a, float)[:, None, :] - np.asarray(b, float)[None, :, :]
+    d -= np.round(d)
+    shifts = np.array(
+        [[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
+    )
+    cart = (d[:, :, None, :] + shifts[None, None]) @ matrix
+    return float(np.sqrt((cart**2).sum(-1)).min())
+
+
+def _fillings(mult, height, contents, heights, dist, min_distance, limit=6):
+    """Up to ``limit`` ways to fill every element's count with orbits
+    (pool indices, elements), each with other multiplicities per
+    element; orbits whose height fits the element's best first."""
+    order = sorted(contents, key=lambda e: -heights[e])
+    # one common scale: the highest atoms' heights against the heaviest
+    # elements' (as in the height-based assignment)
+    atom_h = np.sort(np.repeat(height, mult))[::-1]
+    slot_h = np.sort(
+        [heights[e] for e in contents for _ in range(contents[e])]
+    )[::-1]
+    n = min(len(atom_h), len(slot_h))
+    scale = float(np.median(np.log(atom_h[:n]) - np.log(slot_h[:n])))
+    prefer = {
+        e: list(
+            np.argsort(
+                np.abs(np.log(height) - np.log(heights[e]) - scale),
+                kind="stable",
+            )
+        )
+        for e in order
+    }
+    found, signatures, budget = [], set(), [20000]
+
+    def fill(ei, chosen, elements):
+        if len(found) >= limit or budget[0] <= 0:
+            return
+        if ei == len(order):
+            sig = tuple(
+                tuple(
+                    sorted(
+                        mult[k] for k, e in zip(chosen, elements) if e == el
+                    )
+                )
+                for el in order
+            )
+            if sig not in signatures:
+                signatures.add(sig)
+                found.append((list(chosen), list(elements)))
+            return
+        el = order[ei]
+
+        def pick(need, start, picked):
+            if len(found) >= limit or budget[0] <= 0:
+                return
+            budget[0] -= 1
+            if need == 0:
+                fill(ei + 1, chosen + picked, elements + [el] * len(picked))
+                return
+            cands = prefer[el]
+            for j in range(start, len(cands)):
+                k = cands[j]
+                if mult[k] > need or k in chosen or k in picked:
+                    continue
+                taken = chosen + picked
+                if taken and dist[k, taken].min() < min_distance:
+                    continue
+                pick(need - int(mult[k]), j + 1, picked + [k])
+                if len(found) >= limit:
+                    return
+
+        pick(int(contents[el]), 0, [])
+
+    fill(0, [], [])
+    return found
 
 
 def _orbits(sym, tol: float = 1e-3):

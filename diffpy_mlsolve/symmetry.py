@@ -293,7 +293,7 @@ def find_symmetry(
     lat = _matrix(crystal.lattice)
     numbers = np.asarray(crystal.numbers, int)
     counts = np.bincount(numbers, minlength=120)
-    tried, best = [], None
+    tried, kept = [], []
     for tol in sorted(ladder):
         ds = _dataset(lat, crystal.frac, numbers, tol)
         if ds is None:
@@ -312,11 +312,14 @@ def find_symmetry(
         if not same:
             tried.append(f"{tol}: {ds.international} changes the contents")
             continue
-        order = _order(ds.hall_number)
-        if best is None or order > best[0]:
-            best = (order, ds, tol)
-    if best is not None:
-        return _from_dataset(best[1], crystal, best[2], _z_to_symbol)
+        kept.append((_order(ds.hall_number), -len(kept), ds, tol))
+    # the highest order, at the tightest tolerance that finds it; spglib
+    # can fail on its own standardized cell: then the next
+    for _, _, ds, tol in sorted(kept, key=lambda t: t[:2], reverse=True):
+        try:
+            return _from_dataset(ds, crystal, tol, _z_to_symbol)
+        except StructureError as err:
+            tried.append(f"{tol}: {err}")
     raise StructureError(
         f"No space group keeps the {crystal.natoms} sites of "
         f"{crystal.label or 'the structure'} (tried symprec "
@@ -341,6 +344,11 @@ def _from_dataset(ds, crystal, tol, z_to_symbol) -> SymmetrizedStructure:
     ds2 = _dataset(std_lat, std_frac, std_types, 1e-4)
     if ds2 is None or ds2.hall_number != ds.hall_number:
         ds2 = _dataset(std_lat, std_frac, std_types, tol)
+    if ds2 is None:  # spglib failed on its own standardized cell
+        raise StructureError(
+            f"spglib could not analyse its standardized cell of this "
+            f"structure at {tol:g} Å."
+        )
     sym = spglib.get_symmetry_from_database(ds.hall_number)
     reps = sorted(set(int(i) for i in ds2.equivalent_atoms))
     mean_b = {}

@@ -16,6 +16,7 @@ from diffpy_mlsolve.mapsymmetry import (
     find_map_symmetry,
     flip_in_groups,
     lattice_groups,
+    resampled,
     symmetrize,
     symmetry_grid,
 )
@@ -73,6 +74,24 @@ def test_group_and_origin_of_a_shifted_map(textbook_structures, name, number):
     assert sym.metadata["map_symmetry"]["number"] == number
     struct, _ = structure_from_density(sym, st.composition.reduced_formula)
     assert struct.number == number
+
+
+def test_resampled_keeps_the_map_and_shows_its_group(textbook_structures):
+    """A 32-point map (the network's grid, which cannot hold thirds) on
+    36 points: the same band-limited map (back on 32 points it is the
+    original, the mean is kept), and corundum's R-3c is found in it."""
+    st = textbook_structures["Al2O3"]
+    dens = electron_density(st, grid=32, standardize=False)
+    up = resampled(dens, 36)
+    assert up.values.shape == (36, 36, 36)
+    assert up.values.mean() == pytest.approx(dens.values.mean(), rel=1e-9)
+    back = resampled(up, 32).values
+    # only the Nyquist planes of the 32-point map are lost
+    assert np.abs(back - dens.values).max() < 0.02 * dens.values.max()
+    assert resampled(dens, 32) is dens
+    found = find_map_symmetry(up)
+    assert found and found[0].number == 167
+    assert found[0].min_agreement > 0.9
 
 
 def test_noise_has_no_symmetry():

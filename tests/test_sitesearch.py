@@ -9,14 +9,20 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from diffpy_mlsolve.atoms import Peaks, structure_from_density
+from diffpy_mlsolve.atoms import (
+    Peaks,
+    structure_from_density,
+    structures_in_group,
+)
 from diffpy_mlsolve.errors import PhysicsInputError
 from diffpy_mlsolve.phasing import extract_intensities
 from diffpy_mlsolve.rfactor import pattern_rfactor
 from diffpy_mlsolve.simulate import electron_density, simulate_pxrd
 from diffpy_mlsolve.sitesearch import (
     ProfileScorer,
+    orbit_pool,
     refine_positions,
+    search_orbits,
     search_sites,
 )
 from diffpy_mlsolve.structures import as_crystal
@@ -197,3 +203,123 @@ def test_noisy_p1_sites_refine_into_their_group(rutile):
     sym, r = _polished(scorer, p1)
     assert sym.number == 136
     assert r == pytest.approx(scorer.rwp(truth), rel=0.05)
+
+
+def _rutile_group(truth):
+    """P4_2/mnm's operations in the truth's frame (origin on Ru)."""
+    import spglib
+
+    ds = spglib.get_symmetry_dataset(
+        (truth.lattice.matrix, truth.frac_coords, [44, 44, 8, 8, 8, 8]),
+        symprec=1e-3,
+    )
+    assert ds.number == 136
+    return ds.rotations, ds.translations
+
+
+def test_orbit_pool_snaps_onto_special_positions(rutile):
+    """A point 0.1 Å off 2a is moved onto it (2 images); a general point
+    has 16; the 4f line point keeps x and has 4."""
+    truth, _, _ = rutile
+    rot, tr = _rutile_group(truth)
+    near_2a = [0.02, -0.015, 0.01]
+    general = [0.13, 0.31, 0.22]
+    orbits = orbit_pool(
+        [near_2a, general, O_TRUE[0]], rot, tr, truth.lattice.parameters
+    )
+    assert [len(o) for o in orbits] == [2, 16, 4]
+    assert np.allclose(np.mod(orbits[0][0] + 0.5, 1) - 0.5, 0, atol=1e-9)
+    assert np.allclose(orbits[2][0], O_TRUE[0], atol=1e-9)
+
+
+def test_orbit_search_picks_the_orbit_that_fits(rutile):
+    """Peaks on Ru (2a) and on both O orbits a half-O map shows (4f, the
+    truth, and 4g, its I-translate), 4g the higher: by height the O
+    would go on 4g; the orbit search puts them on 4f, at the truth's
+    Rwp, and never breaks an orbit."""
+    truth, _, refl = rutile
+    scorer = ProfileScorer(refl)
+    rot, tr = _rutile_group(truth)
+    peaks = Peaks(
+        np.array([RU[0], O_SHIFTED[0], O_TRUE[0], [0.25, 0.1, 0.3]]),
+        np.array([10.0, 3.3, 3.0, 1.0]),
+    )
+    found = search_orbits(
+        scorer,
+        peaks,
+        {"Ru": 2, "O": 4},
+        {"Ru": 10.0, "O": 3.2},
+        rot,
+        tr,
+        truth.lattice.parameters,
+    )
+    frac, elements, heights, r = found[0]
+    assert sorted(elements) == ["O"] * 4 + ["Ru"] * 2
+    built = Structure(truth.lattice, elements, frac)
+    matcher = StructureMatcher(stol=0.3, ltol=0.2, angle_tol=5)
+    assert matcher.fit(built, truth)
+    assert r == pytest.approx(scorer.rwp(truth), rel=0.05)
+    # the O count cannot be filled by the 16-fold orbit alone
+    assert (
+        search_orbits(
+            scorer,
+            Peaks(np.array([RU[0], [0.25, 0.1, 0.3]]), np.array([10.0, 3.0])),
+            {"Ru": 2, "O": 4},
+            {"Ru": 10.0, "O": 3.2},
+            rot,
+            tr,
+            truth.lattice.parameters,
+        )
+        == []
+    )
+
+
+def test_structure_in_the_maps_group(rutile):
+    """The half-O map (shown with its origin moved): in the P4_2/mnm it
+    shows, whole orbits chosen by the fit give rutile, in its group; a
+    group whose orbits cannot hold the cell is refused with the reason."""
+    from diffpy_mlsolve.errors import StructureError
+    from diffpy_mlsolve.mapsymmetry import MapSymmetry, find_map_symmetry
+
+    truth, _, refl = rutile
+    shift = np.array([0.1, 0.2, 0.3])
+    half = Structure(
+        Lattice.tetragonal(A, C),
+        ["Ru", "Ru"] + [{"O": 0.5}] * 8,
+        np.mod(np.array(RU + O_TRUE + O_SHIFTED) + shift, 1.0),
+    )
+    density = electron_density(half, grid=48, standardize=False)
+    # the map shows I4/mmm (O at 4f and 4g alike) with its origin on Ru
+    i4 = find_map_symmetry(density, max_groups=1)[0]
+    assert i4.number == 139
+    assert np.allclose((i4.origin - shift + 0.25) % 0.5 - 0.25, 0, atol=0.03)
+    rot, tr = _rutile_group(truth)
+    p42 = MapSymmetry(
+        hall_number=419,
+        number=136,
+        symbol="P4_2/mnm",
+        origin=shift,
+        agreement=np.ones(len(rot)),
+        rotations=rot,
+        translations=tr,
+    )
+    sym, sites = structures_in_group(
+        density, "RuO2", p42, ProfileScorer(refl), formula_units=2
+    )[0]
+    matcher = StructureMatcher(stol=0.3, ltol=0.2, angle_tol=5)
+    assert sym.number == 136
+    assert matcher.fit(sym.to_pymatgen(), truth)
+    # the sites are given in the density's frame: Ru where the map has it
+    ru = sites.frac[list(sites.elements).index("Ru")]
+    assert (
+        min(
+            np.linalg.norm((ru - np.array(p) - shift + 0.5) % 1 - 0.5)
+            for p in RU
+        )
+        < 0.02
+    )
+    # I4/mmm has no 4-fold O orbit here
+    with pytest.raises(StructureError, match="orbits"):
+        structures_in_group(
+            density, "RuO2", i4, ProfileScorer(refl), formula_units=2
+        )

@@ -163,6 +163,13 @@ def test_charge_flipping_candidates_join_and_are_labelled(
         for p, c in zip(profiles, res.candidates)
     )
     assert best.info["profile_rwp"] == min(profiles)
+    # each candidate says which sites won: the search in P1, the peak
+    # heights or whole orbits of a group the map shows
+    for c in res.candidates:
+        how = c.info["sites_from"]
+        assert how in ("search", "peak heights") or how.startswith(
+            "orbits of "
+        ), how
     with pytest.raises(ms.PhysicsInputError, match="phasing"):
         solver.solve(nacl_pattern, "NaCl", cell, phasing="magic")
     for bad in (-1, 1.5):
@@ -192,6 +199,7 @@ def test_charge_flipping_candidates_join_and_are_labelled(
     )
     assert plain.settings["site_search"] is False
     assert all("profile_rwp" not in c.info for c in plain.candidates)
+    assert {c.info["sites_from"] for c in plain.candidates} == {"peak heights"}
     assert plain.best.spacegroup == "Fm-3m"
 
 
