@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -358,22 +359,28 @@ def merge_close(peaks: Peaks, lattice, min_distance: float) -> Peaks:
 def expected_heights(elements, lattice, grid: int, biso: float = 1.0):
     """Peak ρ (e/Å^3) of a lone atom of each element in the cell, at the
     band limit and auto smoothing of an ``grid``^3 density."""
+    cell = tuple(float(v) for v in np.asarray(lattice, float))
+    return {
+        el: _lone_atom_height(el, cell, int(grid), float(biso))
+        for el in elements
+    }
+
+
+@lru_cache(maxsize=512)
+def _lone_atom_height(el: str, cell: tuple, grid: int, biso: float):
     from diffpy_mlsolve.simulate import electron_density
     from diffpy_mlsolve.structures import CrystalArrays, _symbol_to_z
 
-    out = {}
-    for el in elements:
-        crystal = CrystalArrays(
-            np.asarray(lattice, float),
-            np.zeros((1, 3)),
-            np.array([_symbol_to_z(el, el)]),
-            np.ones(1),
-            np.full(1, float(biso)),
-            el,
-        )
-        rho = electron_density(crystal, grid=grid, standardize=False)
-        out[el] = float(rho.values.max())
-    return out
+    crystal = CrystalArrays(
+        np.asarray(cell, float),
+        np.zeros((1, 3)),
+        np.array([_symbol_to_z(el, el)]),
+        np.ones(1),
+        np.full(1, biso),
+        el,
+    )
+    rho = electron_density(crystal, grid=grid, standardize=False)
+    return float(rho.values.max())
 
 
 def assign_sites(

@@ -64,6 +64,8 @@ SCANS_PER_ATOM = 6
 MIN_SCANS = 60
 #: Peaks (highest first) a site may move to: this many per atom, plus 24.
 POOL_PER_ATOM = 2
+#: Steps of the search for ways to fill the counts with orbits.
+_FILL_STEPS = 4000
 #: A structure whose reflections miss the extracted ones by more than
 #: this fraction of its |F|^2 is in another cell.
 _UNMATCHED = 0.05
@@ -600,13 +602,15 @@ def search_orbits(
     phase = np.exp(2j * np.pi * (scorer.hkl @ images.T))
     orbit_sum = np.zeros((len(scorer.hkl), len(orbits)), complex)
     np.add.at(orbit_sum.T, owner, phase.T)
-    fills = _fillings(mult, height, contents, heights, dist, min_distance)
+    fills = _fillings(
+        mult, height, contents, heights, dist, min_distance, starts
+    )
     if not fills:
         return []
     if max_scans is None:
         max_scans = max(MIN_SCANS, SCANS_PER_ATOM * len(fills[0][0]))
     ends = []  # (Rwp, orbits, elements) of each distinct end
-    for at0, elements0 in fills[:starts]:
+    for at0, elements0 in fills:
         at, elements = list(at0), list(elements0)
         scans, b = [0], None
         for _ in range(3):  # the overall B refitted to the orbits found
@@ -669,7 +673,7 @@ def _min_distance(a, b, matrix) -> float:
     return float(np.sqrt((cart**2).sum(-1)).min())
 
 
-def _fillings(mult, height, contents, heights, dist, min_distance, limit=6):
+def _fillings(mult, height, contents, heights, dist, min_distance, limit):
     """Up to ``limit`` ways to fill every element's count with orbits
     (pool indices, elements), each with other multiplicities per
     element; orbits whose height fits the element's best first."""
@@ -691,7 +695,8 @@ def _fillings(mult, height, contents, heights, dist, min_distance, limit=6):
         )
         for e in order
     }
-    found, signatures, budget = [], set(), [20000]
+    # a depth-first search of at most _FILL_STEPS steps
+    found, signatures, budget = [], set(), [_FILL_STEPS]
 
     def fill(ei, chosen, elements):
         if len(found) >= limit or budget[0] <= 0:
