@@ -99,6 +99,39 @@ def test_one_tolerance_that_fails_is_an_error(textbook_structures):
         find_symmetry(shaken, symprec=1e-4, min_number=2)
 
 
+def test_spglib_failing_on_its_standard_cell_falls_back(
+    textbook_structures, monkeypatch
+):
+    """spglib can fail on its own standardized cell (seen on a trigonal
+    candidate): the group of the next tolerance is taken, and when every
+    one fails the error says why."""
+    import diffpy_mlsolve.symmetry as symmetry
+
+    shaken = _shaken(as_crystal(textbook_structures["NaCl"]), 0.05)
+    assert find_symmetry(shaken, symprec=(0.01, 0.3)).number == 225
+    real = symmetry._dataset
+    state = {"standard": False}
+
+    def fails_on_the_standard_cell_at_03(lattice, frac, numbers, symprec):
+        # _from_dataset reads the standardized cell at 1e-4, then at the
+        # tolerance that found it
+        if symprec == 1e-4:
+            state["standard"] = True
+            return None
+        if state["standard"]:
+            state["standard"] = False
+            if symprec == 0.3:
+                return None
+        return real(lattice, frac, numbers, symprec)
+
+    monkeypatch.setattr(symmetry, "_dataset", fails_on_the_standard_cell_at_03)
+    sym = find_symmetry(shaken, symprec=(0.01, 0.3))
+    assert sym.symprec == 0.01 and sym.number < 225
+    monkeypatch.setattr(symmetry, "_dataset", lambda *a: None)
+    with pytest.raises(StructureError, match="No space group"):
+        find_symmetry(shaken, symprec=(0.01, 0.3))
+
+
 def test_cif_has_the_space_group_and_reads_back(textbook_structures, tmp_path):
     from diffpy.structure import loadStructure
 
