@@ -270,10 +270,11 @@ class CrystalNetSolver(DensitySolver):
             in ``settings["centring"]``.
         site_search : bool
             For a powder pattern with ``phasing``: choose each density's
-            sites among its peaks by the fit to the extracted intensities
-            and rank by the profile Rwp through the extraction's profile
-            (:mod:`diffpy_mlsolve.sitesearch`); False: sites by peak
-            height, ranked by the quick R factor.
+            sites among its peaks (single sites, and whole orbits of the
+            groups the density shows) by the fit to the extracted
+            intensities and rank by the profile Rwp through the
+            extraction's profile (:mod:`diffpy_mlsolve.sitesearch`);
+            False: sites by peak height, ranked by the quick R factor.
         check_cell : bool
             First make sure the cell indexes the strongest peaks
             (:func:`diffpy_mlsolve.cellcheck.check_cell`); for a G(r),
