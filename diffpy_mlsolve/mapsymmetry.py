@@ -293,6 +293,8 @@ def find_map_symmetry(
     for hall, rots, trans, number, symbol in screened:
         if number in numbers:
             continue
+        if max_groups < 1:
+            break
         if len(found) >= max_groups and len(rots) < found[-1].order:
             break
         scores = np.empty((len(rots), n**3))

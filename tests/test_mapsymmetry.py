@@ -92,6 +92,7 @@ def test_resampled_keeps_the_map_and_shows_its_group(textbook_structures):
     found = find_map_symmetry(up)
     assert found and found[0].number == 167
     assert found[0].min_agreement > 0.9
+    assert find_map_symmetry(up, max_groups=0) == []
 
 
 def test_noise_has_no_symmetry():
