@@ -333,9 +333,14 @@ def _lattice_matrix(lattice) -> np.ndarray:
     return _matrix(lattice)
 
 
-def _pair_distances(frac: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Shortest periodic distances (Å) between fractional points."""
-    d = frac[:, None, :] - frac[None, :, :]
+def _pair_distances(
+    frac: np.ndarray, matrix: np.ndarray, other: np.ndarray | None = None
+) -> np.ndarray:
+    """Shortest periodic distances (Å) between fractional points (of
+    ``frac`` to ``other``, default ``frac`` itself)."""
+    frac = np.asarray(frac, float).reshape(-1, 3)
+    other = frac if other is None else np.asarray(other, float)
+    d = frac[:, None, :] - other.reshape(-1, 3)[None, :, :]
     d -= np.round(d)
     shifts = np.array(
         [[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]

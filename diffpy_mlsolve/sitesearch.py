@@ -614,19 +614,11 @@ def search_orbits(
         at, elements = list(at0), list(elements0)
         scans, b = [0], None
         for _ in range(3):  # the overall B refitted to the orbits found
-            r_b = [
-                (
-                    scorer.rwp_of_f(
-                        sum(
-                            scorer.form_factor(e, biso + d) * orbit_sum[:, k]
-                            for e, k in zip(elements, at)
-                        )
-                    ),
-                    biso + d,
-                )
-                for d in B_SHIFTS
-            ]
-            r_now, b_now = min(r_b)
+            r_now, b_now = scorer.best_b(
+                np.vstack([orbits[k] for k in at]),
+                [e for e, k in zip(elements, at) for _ in range(mult[k])],
+                biso,
+            )
             if b_now == b:
                 break
             b = b_now
@@ -662,15 +654,11 @@ def search_orbits(
 
 def _min_distance(a, b, matrix) -> float:
     """Shortest periodic distance (Å) between points ``a`` and ``b``."""
+    from diffpy_mlsolve.atoms import _pair_distances
+
     if len(a) == 0 or len(b) == 0:
         return math.inf
-    d = np.asarray(a, float)[:, None, :] - np.asarray(b, float)[None, :, :]
-    d -= np.round(d)
-    shifts = np.array(
-        [[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
-    )
-    cart = (d[:, :, None, :] + shifts[None, None]) @ matrix
-    return float(np.sqrt((cart**2).sum(-1)).min())
+    return float(_pair_distances(a, matrix, b).min())
 
 
 def _fillings(mult, height, contents, heights, dist, min_distance, limit):
