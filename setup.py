@@ -25,7 +25,7 @@ setup(
     packages=find_packages(include=["diffpy_mlsolve", "diffpy_mlsolve.*"])
     + ["diffpy_mlsolve_plugins"],
     package_dir={"diffpy_mlsolve_plugins": "plugins"},
-    package_data={"diffpy_mlsolve": ["model/weights/*/*"]},
+    package_data={"diffpy_mlsolve": ["model/weights/*/*", "data/*.json"]},
     install_requires=[
         # torch is pinned by setup.sh before this install so that pip never
         # pulls a CUDA build on a CPU machine; any 2.x satisfies the code.

@@ -187,7 +187,7 @@ def evaluate_atoms(
         The ``atoms`` section of the evaluation report and
         ``per_structure`` rows (see DESIGN.md).
     """
-    from pymatgen.core import Structure
+    from pymatgen.core import Composition, Structure
     from tqdm import tqdm
 
     from diffpy_mlsolve.data.sources import open_source
@@ -236,6 +236,7 @@ def evaluate_atoms(
         t0 = time.perf_counter()
         res = _solve(solver, data(i, size), rec, options)
         seconds.append(time.perf_counter() - t0)
+        row["seconds"] = round(seconds[-1], 1)
         if isinstance(res, Exception):
             row["error"] = str(res)
             cands = ()
@@ -265,6 +266,16 @@ def evaluate_atoms(
             row["pattern_rfactor"] = best.pattern_rfactor
             row["profile_rwp"] = best.info.get("profile_rwp")
             row["sites_from"] = best.info.get("sites_from")
+            # formula units per cell found and true (the solver is given
+            # the reduced formula only)
+            per_formula = Composition(rec.formula).num_atoms
+            row["formula_units_found"] = round(
+                len(best.to_pymatgen()) / per_formula, 3
+            )
+            row["formula_units_true"] = round(row["natoms"] / per_formula, 3)
+            row["right_formula_units"] = (
+                row["formula_units_found"] == row["formula_units_true"]
+            )
         else:
             row["right_spacegroup"] = False
         if control:
@@ -339,6 +350,7 @@ def _block(rows, k, control):
         f"match_top{k}_default": _rate(rows, f"match_top{k}_default"),
         "rms_mean": float(np.mean(rms)) if rms else None,
         "right_spacegroup": _rate(rows, "right_spacegroup"),
+        "right_formula_units": _rate(rows, "right_formula_units"),
         "rfactor_median": float(np.median(rfac)) if rfac else None,
     }
     if control:

@@ -60,6 +60,40 @@ def symmetry_grid(n: int) -> int:
     return int(12 * math.ceil(int(n) / 12))
 
 
+#: The lattice translations of each centring (besides 0 0 0); "R" is the
+#: obverse rhombohedral lattice on hexagonal axes.
+CENTRING_TRANSLATIONS = {
+    "P": (),
+    "A": ((0, 0.5, 0.5),),
+    "B": ((0.5, 0, 0.5),),
+    "C": ((0.5, 0.5, 0),),
+    "I": ((0.5, 0.5, 0.5),),
+    "F": ((0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)),
+    "R": ((2 / 3, 1 / 3, 1 / 3), (1 / 3, 2 / 3, 2 / 3)),
+}
+
+
+def lattice_centring(rotations, translations) -> str | None:
+    """The letter of :data:`CENTRING_TRANSLATIONS` whose translations are
+    the group's pure translations (None when none is): read from the
+    operations, since a symbol names the standard setting only (spglib
+    calls the A and I settings of C2/m "C2/m")."""
+    rotations = np.asarray(rotations, int)
+    ident = np.all(rotations == np.eye(3, dtype=int), axis=(1, 2))
+    pure = {
+        tuple(np.round(np.mod(t, 1.0) * 12).astype(int) % 12)
+        for t in np.asarray(translations, float)[ident]
+    }
+    for letter, shifts in CENTRING_TRANSLATIONS.items():
+        want = {(0, 0, 0)} | {
+            tuple(np.round(np.asarray(v) * 12).astype(int) % 12)
+            for v in shifts
+        }
+        if pure == want:
+            return letter
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class MapSymmetry:
     """A space group found in a map.
@@ -95,6 +129,11 @@ class MapSymmetry:
     @property
     def min_agreement(self) -> float:
         return float(self.agreement.min())
+
+    @property
+    def centring(self) -> str | None:
+        """The lattice centring of the setting (:func:`lattice_centring`)."""
+        return lattice_centring(self.rotations, self.translations)
 
     def __repr__(self) -> str:
         return (
@@ -223,6 +262,7 @@ def find_map_symmetry(
     threshold: float = MAP_SYMMETRY_THRESHOLD,
     max_groups: int = 3,
     min_order: int = 2,
+    centring: str | None = None,
 ) -> list[MapSymmetry]:
     """The space groups a phased map has, highest order first.
 
@@ -239,6 +279,10 @@ def find_map_symmetry(
         At most this many groups (distinct space-group numbers).
     min_order : int
         Skip groups of fewer operations (2: not P1).
+    centring : str, optional
+        Only groups of this lattice centring in the cell's setting (a key
+        of :data:`CENTRING_TRANSLATIONS`, see :func:`lattice_centring`),
+        e.g. the one the pattern's extinctions show.
 
     Returns
     -------
@@ -259,7 +303,11 @@ def find_map_symmetry(
     f_conj = np.conj(np.fft.fftn(rho.reshape(n, n, n)))
     allowed = set(lattice_groups(lat))
     groups = [
-        g for g in _database() if g[0] in allowed and len(g[1]) >= min_order
+        g
+        for g in _database()
+        if g[0] in allowed
+        and len(g[1]) >= min_order
+        and (centring is None or lattice_centring(g[1], g[2]) == centring)
     ]
     corr: dict[bytes, np.ndarray] = {}
 
@@ -320,6 +368,33 @@ def find_map_symmetry(
         )
     found.sort(key=lambda m: (-m.order, -m.min_agreement))
     return found[:max_groups]
+
+
+def centred_map(density, centring: str):
+    """The map averaged over the lattice translations of ``centring``
+    (origin-free: it needs no origin), on a grid that holds them (a
+    multiple of 12 holds all).
+
+    Raises
+    ------
+    PhysicsInputError
+        For an unknown centring letter.
+    """
+    from dataclasses import replace
+
+    if centring not in CENTRING_TRANSLATIONS:
+        raise PhysicsInputError(
+            f"Unknown centring {centring!r}; please use one of "
+            f"{tuple(CENTRING_TRANSLATIONS)}."
+        )
+    shifts = ((0.0, 0.0, 0.0),) + CENTRING_TRANSLATIONS[centring]
+    rotations = np.repeat(np.eye(3, dtype=int)[None], len(shifts), axis=0)
+    values = average(density, rotations, np.array(shifts, float))
+    return (
+        replace(density, values=values)
+        if hasattr(density, "values")
+        else values
+    )
 
 
 def symmetry_ops(symmetry) -> tuple:

@@ -38,11 +38,15 @@ SYMMETRY_PREMIUM = 0.1
 MAX_DECORATIONS = 12
 # a quick R factor below which no other placement is tried
 GOOD_ENOUGH = 0.1
-# formula units (nearest the density's electron count first) whose sites
-# are searched by the fit; the others are scored only
+# formula units (the most likely first, atoms.formula_unit_options) whose
+# sites are searched by the fit; the others are scored only
 SEARCHED_Z = 2
 # groups of the highest order a density shows whose orbits are searched
 ORBIT_GROUPS = 2
+# least agreement of a group of the pattern's centring with the map
+# averaged over its translations (the data, not the map, show the
+# centring: on KOsF6's network maps R-3 and R-3m agree to 0.42)
+CENTRED_THRESHOLD = 0.3
 
 
 def contact_ratio(structure) -> float:
@@ -195,28 +199,44 @@ def _best_decoration(sym, pattern, rfac, profile):
 
 
 def _candidate(
-    i, density, pattern, composition, formula_units, swaps, kw, scorer=None
+    i,
+    density,
+    pattern,
+    composition,
+    formula_units,
+    swaps,
+    kw,
+    scorer=None,
+    centring=None,
 ):
-    """One candidate from one density; with Z unknown, each plausible Z
-    near the density's electron count is tried and the best R factor
-    (the profile Rwp with a ``scorer``, else the quick R factor; plus the
-    short-contact penalty) wins.  With ``swaps`` the elements are also
-    permuted over the sites found (counts kept) and the best-fitting
-    placement kept: peak heights alone can confuse elements of similar
-    electron count.  With a ``scorer`` the sites of the first
-    :data:`SEARCHED_Z` Z are chosen among the density's peaks by the fit
+    """One candidate from one density.
+
+    With Z unknown, each plausible Z
+    (:func:`~diffpy_mlsolve.atoms.formula_unit_options`: near the
+    atomic-volume estimate or the density's electron count) is tried and
+    the best R factor (the profile Rwp with a ``scorer``, else the quick
+    R factor; plus the short-contact penalty) wins.  With ``swaps`` the
+    elements are also permuted over the sites found (counts kept) and the
+    best-fitting placement kept: peak heights alone can confuse elements
+    of similar electron count.
+
+    With a ``scorer`` the sites of the :data:`SEARCHED_Z` most likely Z
+    are chosen among the density's peaks by the fit
     (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
     elements, so no placements are tried) and, symmetrised, refined
     against the profile Rwp (:func:`_polished`), as are the sites by
     height and the sites as whole orbits of the groups the density shows
     (:func:`_map_groups`, :func:`~diffpy_mlsolve.atoms.
-    structures_in_group`), and the best (symmetry premium included) is
-    kept; the quick R factor is computed for the structure kept only."""
+    structures_in_group`; also those of the pattern's lattice
+    ``centring`` when the density shows none), and the best (symmetry
+    premium included) is kept; the quick R factor is computed for the
+    structure kept only."""
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
         structures_in_group,
     )
+    from diffpy_mlsolve.volumes import formula_units_from_volume
 
     electrons = float(np.mean(density.values) * density.volume)
     if formula_units is None:
@@ -228,7 +248,7 @@ def _candidate(
         options = [formula_units]
     tried, errors, groups = [], [], {}
     for nth, z in enumerate(options):
-        # the site search for the Z nearest the electron count only
+        # the site search for the most likely Z only
         search = scorer if nth < SEARCHED_Z else None
         found = []  # (sym, sites, how they were chosen)
         try:
@@ -250,7 +270,7 @@ def _candidate(
         if search is not None:
             # whole orbits of the groups the density shows (they need no
             # peak per atom)
-            for group in _map_groups(density, groups):
+            for group in _map_groups(density, groups, centring):
                 try:
                     found += [
                         (s, t, f"orbits of {group.symbol}")
@@ -310,6 +330,9 @@ def _candidate(
         "formula_units_tried": [t[1] for t in tried],
         "formula": "".join(f"{e}{n}" for e, n in sites.contents.items()),
         "electrons_in_density": electrons,
+        "formula_units_from_volume": formula_units_from_volume(
+            composition, density.volume
+        ),
         "peak_height_misfit": sites.misfit,
         "elements_swapped": bool(swapped),
         "sites_from": how,
@@ -346,24 +369,47 @@ def _candidate(
     )
 
 
-def _map_groups(density, cache: dict) -> list:
+def _map_groups(density, cache: dict, centring: str | None = None) -> list:
     """The groups of the highest order the density shows at
     :data:`~diffpy_mlsolve.mapsymmetry.MAP_SYMMETRY_THRESHOLD` (at most
     :data:`ORBIT_GROUPS`; on a grid of a multiple of 12), found once per
-    density (``cache``)."""
+    density (``cache``).
+
+    With the lattice ``centring`` the pattern's extinctions show (not
+    "P"), and no group of that centring among them, also the groups of
+    that centring the map averaged over its translations shows at
+    :data:`CENTRED_THRESHOLD` (:func:`~diffpy_mlsolve.mapsymmetry.
+    centred_map`): the network's
+    maps often miss a centring the intensities show (KOsF6's R), and
+    the orbits of such a group put atoms on the translates the map
+    lacks."""
     from diffpy_mlsolve.mapsymmetry import (
+        centred_map,
         find_map_symmetry,
         resampled,
         symmetry_grid,
     )
 
+    def highest(found):
+        top = max((g.order for g in found), default=0)
+        return [g for g in found if g.order == top]
+
     if "found" not in cache:
         n = symmetry_grid(density.values.shape[0])
-        found = find_map_symmetry(
-            resampled(density, n), max_groups=ORBIT_GROUPS
-        )
-        top = max((g.order for g in found), default=0)
-        cache["found"] = [g for g in found if g.order == top]
+        values = resampled(density, n)
+        found = highest(find_map_symmetry(values, max_groups=ORBIT_GROUPS))
+        if centring not in (None, "P") and not any(
+            g.centring == centring for g in found
+        ):
+            found += highest(
+                find_map_symmetry(
+                    centred_map(values, centring),
+                    threshold=CENTRED_THRESHOLD,
+                    max_groups=ORBIT_GROUPS,
+                    centring=centring,
+                )
+            )
+        cache["found"] = found
     return cache["found"]
 
 
@@ -485,18 +531,30 @@ def candidates_from_densities(
         scored by their profile Rwp through the extraction's profile
         (:class:`diffpy_mlsolve.sitesearch.ProfileScorer`; in ``info`` as
         "profile_rwp", with the extraction's own Rwp, its floor, as
-        "profile_rwp_floor").
+        "profile_rwp_floor"); the lattice centring their extinctions
+        show (:func:`~diffpy_mlsolve.phasing.find_centring`) adds its
+        groups to the orbit search (:func:`_map_groups`).
     **kw
         Passed to :func:`~diffpy_mlsolve.atoms.structure_from_density`.
     """
-    scorer = None
+    scorer = centring = None
     if reflections is not None:
+        from diffpy_mlsolve.phasing import find_centring
         from diffpy_mlsolve.sitesearch import ProfileScorer
 
         scorer = ProfileScorer(reflections)
+        centring = find_centring(reflections)
     cands = [
         _candidate(
-            i + 1, d, pattern, composition, formula_units, swaps, kw, scorer
+            i + 1,
+            d,
+            pattern,
+            composition,
+            formula_units,
+            swaps,
+            kw,
+            scorer,
+            centring,
         )
         for i, d in enumerate(densities)
     ]

@@ -101,13 +101,20 @@ def test_contents_from_electrons_and_checks():
 
     v = 5.64**3
     assert cell_contents("NaCl", v, electrons=4 * 28.1) == {"Na": 4, "Cl": 4}
+    # Z from the atomic volumes alone (3.95), or the estimate nearer a
+    # whole number
+    assert cell_contents("NaCl", v) == {"Na": 4, "Cl": 4}
+    assert cell_contents("NaCl", v, electrons=2.6 * 28) == {"Na": 4, "Cl": 4}
+    assert cell_contents("NaCl", v, electrons=2.02 * 28) == {"Na": 2, "Cl": 2}
     assert cell_contents("Na4Cl4", v, formula_units=2) == {"Na": 2, "Cl": 2}
     with pytest.raises(StructureError, match="too many atoms"):
         cell_contents("NaCl", v, formula_units=40)
     with pytest.raises(StructureError, match="too few atoms"):
         cell_contents("NaCl", 50.0**3, formula_units=1)
+    # no volume for Rn in the table and no density: Z must be given
     with pytest.raises(StructureError, match="formula_units"):
-        cell_contents("NaCl", v)
+        cell_contents("RnF2", v)
+    assert cell_contents("RnF2", v, electrons=4 * 104) == {"Rn": 4, "F": 8}
     with pytest.raises(StructureError, match="Cannot read"):
         cell_contents("Xx2O", v, formula_units=1)
 

@@ -226,6 +226,14 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     for key in ("match_top1", "match_top2", "control_match_top1"):
         assert 0 <= atoms[key] <= 1
     assert atoms["seconds_per_structure"] > 0
+    assert 0 <= atoms["right_formula_units"] <= 1
+    for r in solved:  # Z found against the truth's, and the time taken
+        assert r["seconds"] > 0
+        if "rwp" in r:
+            assert r["formula_units_true"] >= 1
+            assert r["right_formula_units"] == (
+                r["formula_units_found"] == r["formula_units_true"]
+            )
     assert sum(b["n"] for b in atoms["by_system"].values()) == 3
     assert atoms["settings"]["seed"] == 0 and atoms["settings"]["limit"] == 3
     assert "torch" in atoms["settings"]["versions"]

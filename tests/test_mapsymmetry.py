@@ -13,8 +13,10 @@ from diffpy_mlsolve.mapsymmetry import (
     MAP_SYMMETRY_THRESHOLD,
     average,
     averager,
+    centred_map,
     find_map_symmetry,
     flip_in_groups,
+    lattice_centring,
     lattice_groups,
     resampled,
     symmetrize,
@@ -165,3 +167,38 @@ def test_flip_in_groups_solves_what_p1_flipping_misses(textbook_structures):
     struct, _ = structure_from_density(pm3m, "SrTiO3", formula_units=1)
     assert struct.number == 221
     assert StructureMatcher().fit(struct.to_pymatgen(), st)
+
+
+def test_centred_map_adds_the_lattice_translates(textbook_structures):
+    """Half of corundum (the atoms near one R lattice point's column,
+    z < 1/3): averaged over R's translations it is corundum at a third
+    of the weight, wherever the origin; an unknown letter is refused."""
+    st = textbook_structures["Al2O3"]
+    keep = [i for i, f in enumerate(st.frac_coords) if f[2] % 1 < 1 / 3]
+    part = st.copy()
+    part.remove_sites([i for i in range(len(st)) if i not in keep])
+    dens = electron_density(part, grid=36, standardize=False)
+    whole = electron_density(st, grid=36, standardize=False).values
+    for shift in [(0, 0, 0), (5, 11, 7)]:
+        moved = _shifted(dens, shift)
+        centred = centred_map(moved, "R")
+        expect = np.roll(whole, shift, axis=(0, 1, 2)) / 3
+        assert np.abs(centred.values - expect).max() < 1e-6 * whole.max()
+    assert find_map_symmetry(centred_map(dens, "R"))[0].number == 167
+    with pytest.raises(PhysicsInputError, match="centring"):
+        centred_map(dens, "X")
+
+
+def test_lattice_centring_is_read_from_the_operations():
+    """The symbol names the standard setting only: spglib calls Hall 64
+    and 65 "C2/m", but they are its A and I settings."""
+    from diffpy_mlsolve.mapsymmetry import _database
+
+    symbols = {g[0]: g[4] for g in _database()}
+    expect = {63: "C", 64: "A", 65: "I", 523: "F", 458: "R", 459: "P"}
+    for hall, letter in expect.items():
+        assert lattice_centring(*_ops(hall)) == letter
+    assert symbols[64] == symbols[65] == "C2/m"
+    # 2/3 1/3 1/3 alone is no lattice of CENTRING_TRANSLATIONS
+    rot = np.repeat(np.eye(3, dtype=int)[None], 2, axis=0)
+    assert lattice_centring(rot, [[0, 0, 0], [2 / 3, 1 / 3, 1 / 3]]) is None

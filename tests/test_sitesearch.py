@@ -323,3 +323,53 @@ def test_structure_in_the_maps_group(rutile):
         structures_in_group(
             density, "RuO2", i4, ProfileScorer(refl), formula_units=2
         )
+
+
+def test_the_patterns_centring_gives_groups_the_map_misses():
+    """MoSi2 (I4/mmm) from a map of half its atoms (those of one lattice
+    point, origin moved), as a network map that misses the centring: the
+    map shows P4/mmm, whose orbits cannot hold the cell; the pattern's
+    extinctions show I, and the I-averaged map shows I4/mmm, whose orbits
+    give MoSi2."""
+    from diffpy_mlsolve.errors import StructureError
+    from diffpy_mlsolve.phasing import find_centring
+    from diffpy_mlsolve.ranking import _map_groups
+
+    lattice = Lattice.tetragonal(3.20, 7.85)
+    frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 1 / 3], [0, 0, 2 / 3]]
+    frac += [[0.5, 0.5, 5 / 6], [0.5, 0.5, 1 / 6]]
+    truth = Structure(lattice, ["Mo"] * 2 + ["Si"] * 4, frac)
+    pattern = simulate_pxrd(
+        truth,
+        "CuKa",
+        tth_range=(10, 120),
+        npoints=5500,
+        fwhm=0.05,
+        eta=0.3,
+        crystallite_size=250.0,
+        counts=1e5,
+        seed=3,
+    )
+    refl = extract_intensities(pattern, lattice.parameters)
+    assert find_centring(refl) == "I"
+    half = Structure(
+        lattice,
+        ["Mo", "Si", "Si"],
+        np.mod(np.array(frac)[[0, 2, 3]] + [0.1, 0.2, 0.3], 1.0),
+    )
+    density = electron_density(half, grid=48, standardize=False)
+    shown = _map_groups(density, {})
+    assert [g.symbol for g in shown] == ["P4/mmm"]
+    groups = _map_groups(density, {}, "I")
+    assert [g.symbol for g in groups] == ["P4/mmm", "I4/mmm"]
+    scorer = ProfileScorer(refl)
+    with pytest.raises(StructureError, match="orbits"):
+        structures_in_group(
+            density, "MoSi2", groups[0], scorer, formula_units=2
+        )
+    sym, _ = structures_in_group(
+        density, "MoSi2", groups[1], scorer, formula_units=2
+    )[0]
+    assert sym.number == 139
+    matcher = StructureMatcher(stol=0.3, ltol=0.2, angle_tol=5)
+    assert matcher.fit(sym.to_pymatgen(), truth)
