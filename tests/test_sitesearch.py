@@ -51,10 +51,9 @@ def _structure(o_sites, lattice=None) -> Structure:
     return Structure(lattice, ["Ru", "Ru"] + ["O"] * 4, RU + o_sites)
 
 
-@pytest.fixture(scope="module")
-def rutile():
-    """(truth, its broadened Cu Kα pattern, the extracted reflections)."""
-    truth = _structure(O_TRUE)
+def _measured(truth, **shape):
+    """(a broadened Cu Kα pattern of ``truth``, its extracted
+    reflections)."""
     pattern = simulate_pxrd(
         truth,
         "CuKa",
@@ -63,11 +62,18 @@ def rutile():
         fwhm=0.05,
         eta=0.3,
         crystallite_size=250.0,
-        strain=1e-3,
         counts=1e5,
         seed=3,
+        **shape,
     )
-    return truth, pattern, extract_intensities(pattern, truth.lattice)
+    return pattern, extract_intensities(pattern, truth.lattice)
+
+
+@pytest.fixture(scope="module")
+def rutile():
+    """(truth, its broadened Cu Kα pattern, the extracted reflections)."""
+    truth = _structure(O_TRUE)
+    return (truth, *_measured(truth, strain=1e-3))
 
 
 def test_profile_rwp_sees_the_light_atoms(rutile):
@@ -339,18 +345,7 @@ def test_the_patterns_centring_gives_groups_the_map_misses():
     frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 1 / 3], [0, 0, 2 / 3]]
     frac += [[0.5, 0.5, 5 / 6], [0.5, 0.5, 1 / 6]]
     truth = Structure(lattice, ["Mo"] * 2 + ["Si"] * 4, frac)
-    pattern = simulate_pxrd(
-        truth,
-        "CuKa",
-        tth_range=(10, 120),
-        npoints=5500,
-        fwhm=0.05,
-        eta=0.3,
-        crystallite_size=250.0,
-        counts=1e5,
-        seed=3,
-    )
-    refl = extract_intensities(pattern, lattice.parameters)
+    _, refl = _measured(truth)
     assert find_centring(refl) == "I"
     half = Structure(
         lattice,
