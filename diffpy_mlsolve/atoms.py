@@ -290,7 +290,7 @@ def formula_unit_options(
 
     Two estimates: the cell volume over the formula's atomic volumes
     (:func:`diffpy_mlsolve.volumes.formula_units_from_volume`, right for
-    83 % of the test split when rounded) and, when given, the electrons
+    90 % of the test split when rounded) and, when given, the electrons
     of a density over the formula's (exact for a true density, off by a
     factor of two for some network densities).  Each gives its rounded
     value ± ``spread``; the options are sorted by their distance to the
