@@ -339,13 +339,13 @@ def test_the_patterns_centring_gives_groups_the_map_misses():
     give MoSi2."""
     from diffpy_mlsolve.errors import StructureError
     from diffpy_mlsolve.phasing import find_centring
-    from diffpy_mlsolve.ranking import _map_groups
+    from diffpy_mlsolve.ranking import _map_groups, candidates_from_densities
 
     lattice = Lattice.tetragonal(3.20, 7.85)
     frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 1 / 3], [0, 0, 2 / 3]]
     frac += [[0.5, 0.5, 5 / 6], [0.5, 0.5, 1 / 6]]
     truth = Structure(lattice, ["Mo"] * 2 + ["Si"] * 4, frac)
-    _, refl = _measured(truth)
+    pattern, refl = _measured(truth)
     assert find_centring(refl) == "I"
     half = Structure(
         lattice,
@@ -368,3 +368,11 @@ def test_the_patterns_centring_gives_groups_the_map_misses():
     assert sym.number == 139
     matcher = StructureMatcher(stol=0.3, ltol=0.2, angle_tol=5)
     assert matcher.fit(sym.to_pymatgen(), truth)
+    # the solve's ranking finds the centring in the reflections itself:
+    # only the I4/mmm orbits can fill this map's cell
+    best = candidates_from_densities(
+        [density], pattern, "MoSi2", formula_units=2, reflections=refl
+    )[0]
+    assert best.failed is None
+    assert best.info["sites_from"] == "orbits of I4/mmm"
+    assert matcher.fit(best.to_pymatgen(), truth)
