@@ -788,8 +788,15 @@ def find_centring(reflections: Reflections) -> str | None:
     cubic and 15 trigonal test structures: R found for 9 of 11
     R-centred cells (none of 4 P), F for 3 of 6 F cells, I for 0 of 1,
     and I for 1 of 8 P cubic cells (DyIn).
+
+    Reflections fitted to a G(r) are tested by the fit instead
+    (:func:`~diffpy_mlsolve.pdf_intensities.pdf_centring`).
     """
     refl = reflections
+    if "envelope" in refl.curves:  # fitted to a G(r): tested by the fit
+        from diffpy_mlsolve.pdf_intensities import pdf_centring
+
+        return pdf_centring(refl)
     # on hexagonal axes the lattice is P or R; F, I, C, A and B would
     # be confounded there with R's extinctions
     if _hexagonal_axes(refl.lattice):

@@ -41,8 +41,13 @@ GOOD_ENOUGH = 0.1
 # formula units (the most likely first, atoms.formula_unit_options) whose
 # sites are searched by the fit; the others are scored only
 SEARCHED_Z = 2
-# groups of the highest order a density shows whose orbits are searched
+# groups a density shows whose orbits are searched: of the highest
+# order whose orbits can hold the cell (of the ORBIT_TIERS highest among
+# the ORBIT_LISTED groups of highest order), at most ORBIT_GROUPS, best
+# agreement first
 ORBIT_GROUPS = 2
+ORBIT_TIERS = 3
+ORBIT_LISTED = 12
 # least agreement of a group of the pattern's centring with the map
 # averaged over its translations (the data, not the map, show the
 # centring: on KOsF6's network maps R-3 and R-3m agree to 0.42)
@@ -228,7 +233,9 @@ def _candidate(
     height and the sites as whole orbits of the groups the density shows
     (:func:`_map_groups`, :func:`~diffpy_mlsolve.atoms.
     structures_in_group`; also those of the pattern's lattice
-    ``centring`` when the density shows none), and the best (symmetry
+    ``centring`` when the density shows none; the highest order whose
+    orbits can hold the cell, of the :data:`ORBIT_TIERS` highest), and
+    the best (symmetry
     premium included) is kept; the quick R factor is computed for the
     structure kept only."""
     from diffpy_mlsolve.atoms import (
@@ -269,22 +276,32 @@ def _candidate(
             errors.append(str(err))
         if search is not None:
             # whole orbits of the groups the density shows (they need no
-            # peak per atom)
-            for group in _map_groups(density, groups, centring):
-                try:
-                    found += [
-                        (s, t, f"orbits of {group.symbol}")
-                        for s, t in structures_in_group(
-                            density,
-                            composition,
-                            group,
-                            scorer,
-                            formula_units=z,
-                            **kw,
-                        )
-                    ]
-                except StructureError as err:
-                    errors.append(str(err))
+            # peak per atom); a lower order where the highest's orbits
+            # cannot hold the cell (HfZn2's PDF maps show Fm-3m, whose
+            # orbits cannot; F-43m's give the true Fd-3m)
+            for tier in range(ORBIT_TIERS):
+                held = 0  # groups of this order whose orbits held it
+                for group in _map_groups(density, groups, centring, tier):
+                    try:
+                        found += [
+                            (s, t, f"orbits of {group.symbol}")
+                            for s, t in structures_in_group(
+                                density,
+                                composition,
+                                group,
+                                scorer,
+                                formula_units=z,
+                                **kw,
+                            )
+                        ]
+                    except StructureError as err:
+                        errors.append(str(err))
+                        continue
+                    held += 1
+                    if held == ORBIT_GROUPS:
+                        break
+                if held:
+                    break
         if not found:
             continue
         if search is not None:
@@ -369,17 +386,20 @@ def _candidate(
     )
 
 
-def _map_groups(density, cache: dict, centring: str | None = None) -> list:
-    """The groups of the highest order the density shows at
-    :data:`~diffpy_mlsolve.mapsymmetry.MAP_SYMMETRY_THRESHOLD` (at most
-    :data:`ORBIT_GROUPS`; on a grid of a multiple of 12), found once per
+def _map_groups(
+    density, cache: dict, centring: str | None = None, tier: int = 0
+) -> list:
+    """The groups of the ``tier``-th highest order (0: the highest) among
+    the :data:`ORBIT_LISTED` of highest order the density shows at
+    :data:`~diffpy_mlsolve.mapsymmetry.MAP_SYMMETRY_THRESHOLD` (best
+    agreement first; on a grid of a multiple of 12), found once per
     density (``cache``).
 
     With the lattice ``centring`` the pattern's extinctions show (not
-    "P"), and no group of that centring among them, also the groups of
-    that centring the map averaged over its translations shows at
-    :data:`CENTRED_THRESHOLD` (:func:`~diffpy_mlsolve.mapsymmetry.
-    centred_map`): the network's
+    "P"), and no group of that centring among the highest, also the
+    groups of that centring of the same tier the map averaged over its
+    translations shows at :data:`CENTRED_THRESHOLD`
+    (:func:`~diffpy_mlsolve.mapsymmetry.centred_map`): the network's
     maps often miss a centring the intensities show (KOsF6's R), and
     the orbits of such a group put atoms on the translates the map
     lacks."""
@@ -390,27 +410,33 @@ def _map_groups(density, cache: dict, centring: str | None = None) -> list:
         symmetry_grid,
     )
 
-    def highest(found):
-        top = max((g.order for g in found), default=0)
-        return [g for g in found if g.order == top]
+    def tiers(found):
+        orders = sorted({g.order for g in found}, reverse=True)
+        return [[g for g in found if g.order == o] for o in orders]
 
-    if "found" not in cache:
+    if "tiers" not in cache:
         n = symmetry_grid(density.values.shape[0])
         values = resampled(density, n)
-        found = highest(find_map_symmetry(values, max_groups=ORBIT_GROUPS))
+        listed = ORBIT_LISTED
+        shown = tiers(find_map_symmetry(values, max_groups=listed))
+        centred = []
         if centring not in (None, "P") and not any(
-            g.centring == centring for g in found
+            g.centring == centring for g in (shown or [[]])[0]
         ):
-            found += highest(
+            centred = tiers(
                 find_map_symmetry(
                     centred_map(values, centring),
                     threshold=CENTRED_THRESHOLD,
-                    max_groups=ORBIT_GROUPS,
+                    max_groups=listed,
                     centring=centring,
                 )
             )
-        cache["found"] = found
-    return cache["found"]
+        cache["tiers"] = [
+            (shown[k] if k < len(shown) else [])
+            + (centred[k] if k < len(centred) else [])
+            for k in range(max(len(shown), len(centred)))
+        ]
+    return cache["tiers"][tier] if tier < len(cache["tiers"]) else []
 
 
 def _profile_rwp(scorer, sym) -> float | None:
@@ -540,9 +566,9 @@ def candidates_from_densities(
     scorer = centring = None
     if reflections is not None:
         from diffpy_mlsolve.phasing import find_centring
-        from diffpy_mlsolve.sitesearch import ProfileScorer
+        from diffpy_mlsolve.sitesearch import scorer_for
 
-        scorer = ProfileScorer(reflections)
+        scorer = scorer_for(reflections)
         centring = find_centring(reflections)
     cands = [
         _candidate(

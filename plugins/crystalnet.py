@@ -269,12 +269,14 @@ class CrystalNetSolver(DensitySolver):
             changed no top-1 result; see the README).  The one used is
             in ``settings["centring"]``.
         site_search : bool
-            For a powder pattern with ``phasing``: choose each density's
-            sites among its peaks (single sites, and whole orbits of the
-            groups the density shows) by the fit to the extracted
-            intensities and rank by the profile Rwp through the
-            extraction's profile (:mod:`diffpy_mlsolve.sitesearch`);
-            False: sites by peak height, ranked by the quick R factor.
+            For a powder pattern with ``phasing``, or a G(r): choose each
+            density's sites among its peaks (single sites, and whole
+            orbits of the groups the density shows) by the fit to the
+            extracted intensities and rank by the profile Rwp through
+            the extraction's profile, or by the G(r) Rw through the
+            fitted envelope (:mod:`diffpy_mlsolve.sitesearch`); False:
+            sites by peak height, ranked by the quick R factor (the G(r)
+            Rw of :func:`~diffpy_mlsolve.rfactor.pdf_rfactor`).
         check_cell : bool
             First make sure the cell indexes the strongest peaks
             (:func:`diffpy_mlsolve.cellcheck.check_cell`); for a G(r),
@@ -438,9 +440,11 @@ class CrystalNetSolver(DensitySolver):
             densities = flipped + (
                 [] if phasing == "flip-random" else densities
             )
-        # sites by the fit: powder intensities only (a G(r)'s have no
-        # powder profile)
-        searched = refl if site_search and pdf_fit is None else None
+        # sites by the fit: to the powder profile, or to the G(r)
+        # (sitesearch.scorer_for)
+        searched = None
+        if site_search:
+            searched = refl if pdf_fit is None else pdf_fit.reflections
         candidates = candidates_from_densities(
             densities,
             pattern,

@@ -4,6 +4,7 @@ the typed errors (real kernels and solver, no mocks)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -189,3 +190,73 @@ def test_cli_rejects_bad_diameters(tmp_path, capsys):
     assert rc != 0
     assert "--diameter 2,3,5 (got 'three')" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+LAVES_A = 7.04
+LAVES_CELL = (LAVES_A,) * 3 + (90.0,) * 3
+
+
+def _laves(cu=0.125):
+    """MgCu2 (Fd-3m, 24 atoms: the cubic Laves phase of HfZn2 and CeRh2);
+    ``cu`` moves the Cu off their sites."""
+    return Structure.from_spacegroup(
+        "Fd-3m",
+        Lattice.cubic(LAVES_A),
+        ["Cu", "Mg"],
+        [[cu] * 3, [0.5] * 3],
+    )
+
+
+@pytest.fixture(scope="module")
+def laves_fit():
+    return pdf_intensities(_particle(_laves(), qmax=25.0), LAVES_CELL)
+
+
+def test_diameter_of_a_large_cell_particle(laves_fit):
+    """The envelope is fitted with finer groups than the intensities:
+    with the wide groups alone a 3 nm Laves particle fitted 25 Å."""
+    assert _laves().composition.reduced_formula == "MgCu2"
+    assert laves_fit.diameter == pytest.approx(30.0, rel=0.05)
+
+
+def test_pdf_scorer_scores_structures_by_their_gr(laves_fit, fit_3nm):
+    """The G(r) Rw of a structure's own |F|^2 through the fitted envelope:
+    the truth at about the intensity fit's Rw, Cu moved or the elements
+    exchanged far above; powder reflections are refused, and the powder
+    scorer refuses a G(r)'s."""
+    from diffpy_mlsolve.sitesearch import PDFScorer, ProfileScorer, scorer_for
+
+    scorer = scorer_for(laves_fit.reflections)
+    assert isinstance(scorer, PDFScorer)
+    truth = scorer.rwp(_laves())
+    # measured: truth 0.044 (intensity fit 0.058), moved 0.68, exchanged
+    # 0.71
+    assert truth < 1.2 * scorer.floor
+    assert scorer.rwp(_laves(cu=0.10)) > 5 * truth
+    exchanged = Structure.from_spacegroup(
+        "Fd-3m", Lattice.cubic(LAVES_A), ["Mg", "Cu"], [[0.125] * 3, [0.5] * 3]
+    )
+    assert scorer.rwp(exchanged) > 5 * truth
+    # NaCl: the grouping by |d*| holds for a small cell too
+    nacl = scorer_for(fit_3nm.reflections)
+    assert nacl.rwp(_nacl()) < 1.2 * nacl.floor
+    assert nacl.rwp(_zincblende()) > 3 * nacl.rwp(_nacl())
+    with pytest.raises(PhysicsInputError, match="no fitted powder profile"):
+        ProfileScorer(laves_fit.reflections)
+    bare = laves_fit.reflections
+    with pytest.raises(PhysicsInputError, match="no G\\(r\\) envelope"):
+        PDFScorer(dataclasses.replace(bare, curves={"x": bare.curves["x"]}))
+
+
+def test_pdf_centring_from_the_fit(laves_fit, fit_3nm):
+    """F for the Laves and rock-salt particles; none for CsCl (its
+    I-forbidden reflections carry Cs - Cl), and a cubic cell's C is never
+    taken (a G(r) cannot tell 100 from 001)."""
+    from diffpy_mlsolve.pdf_intensities import pdf_centring
+    from diffpy_mlsolve.phasing import find_centring
+
+    assert pdf_centring(laves_fit.reflections) == "F"
+    assert find_centring(fit_3nm.reflections) == "F"  # dispatched
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5] * 3])
+    fit = pdf_intensities(_particle(cscl, qmax=25.0), (4.12,) * 3 + (90,) * 3)
+    assert pdf_centring(fit.reflections) is None

@@ -376,3 +376,32 @@ def test_the_patterns_centring_gives_groups_the_map_misses():
     assert best.failed is None
     assert best.info["sites_from"] == "orbits of I4/mmm"
     assert matcher.fit(best.to_pymatgen(), truth)
+
+
+def test_lower_orders_where_the_highest_cannot_hold_the_cell():
+    """A map of two equal atoms at the body centre and corner shows
+    Im-3m, whose orbits (2a and up) cannot hold CsCl's one Cs and one
+    Cl; the next order down lists Pm-3m, whose 1a and 1b can: the
+    ranking then searches that order (its :data:`ORBIT_TIERS`)."""
+    from diffpy_mlsolve.errors import StructureError
+    from diffpy_mlsolve.ranking import ORBIT_TIERS, _map_groups
+
+    assert ORBIT_TIERS >= 2
+    lattice = Lattice.cubic(4.12)
+    truth = Structure(lattice, ["Cs", "Cl"], [[0, 0, 0], [0.5] * 3])
+    _, refl = _measured(truth)
+    shifted = [[0.1, 0.2, 0.3], [0.6, 0.7, 0.8]]
+    density = electron_density(
+        Structure(lattice, ["Cs", "Cs"], shifted), grid=48, standardize=False
+    )
+    cache = {}
+    top = _map_groups(density, cache)
+    assert [g.symbol for g in top] == ["Im-3m"]
+    scorer = ProfileScorer(refl)
+    with pytest.raises(StructureError, match="orbits"):
+        structures_in_group(density, "CsCl", top[0], scorer)
+    lower = {g.symbol: g for g in _map_groups(density, cache, tier=1)}
+    assert "Pm-3m" in lower
+    sym, _ = structures_in_group(density, "CsCl", lower["Pm-3m"], scorer)[0]
+    assert sym.number == 221
+    assert StructureMatcher().fit(sym.to_pymatgen(), truth)
