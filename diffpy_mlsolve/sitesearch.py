@@ -34,6 +34,10 @@ at agreement 0.98 while the P1 search ends 20 % above the truth's Rwp).
 :func:`refine_positions` then refines a symmetrised structure's
 asymmetric unit against the same figure, each site kept on its Wyckoff
 position.
+
+:class:`PDFScorer` is the same figure for a G(r): the G(r) Rw through
+the envelope the intensity fit found, so the same searches solve from
+a PDF (:func:`scorer_for` picks the scorer for a set of reflections).
 """
 
 from __future__ import annotations
@@ -257,9 +261,14 @@ class ProfileScorer:
     def best_b(self, frac, elements, biso: float = 1.0) -> tuple:
         """(Rwp, B) for the sites with their best overall B change
         (:meth:`_best_shift`) added to ``biso``."""
+        frac = np.asarray(frac, float).reshape(-1, 3)
+        phase = np.exp(2j * np.pi * (self.hkl @ frac.T))
+        elements = np.asarray(elements)
+        # F = Σ_e f_e(B) Σ_(sites of e) phase: the phases once, not per B
+        sums = {e: phase[:, elements == e].sum(1) for e in set(elements)}
         r, d = self._best_shift(
             lambda d: self.rwp_of_f(
-                self.terms(frac, elements, biso + d).sum(1)
+                sum(self.form_factor(e, biso + d) * v for e, v in sums.items())
             )
         )
         return r, biso + d

@@ -6,8 +6,11 @@ synchrotron line of 0.2-1.0 Å), the 2θ range and step, the peak shape,
 crystallite size down to 3 nm, microstrain, a smooth background, Poisson
 noise from 1e3 to 1e6 counts at the strongest point, a zero shift and
 preferred orientation.  ``mode="noiseless"`` gives the clean sticks-like
-patterns of the reference protocol instead.  Everything comes from the
-numpy Generator passed in, so a seed fixes it.
+patterns of the reference protocol instead.  :func:`sample_pdf_conditions`
+draws a total-scattering measurement of a nanocrystal instead (the
+``"nanopdf"`` mode of :class:`~diffpy_mlsolve.data.examples.ExampleSpec`):
+particle diameter, Qmax, Qdamp, Qbroad, r range and noise.  Everything
+comes from the numpy Generator passed in, so a seed fixes it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ import numpy as np
 
 from diffpy_mlsolve.radiation import SOURCES, Radiation
 
-__all__ = ["Conditions", "sample_conditions", "CONDITION_MODES"]
+__all__ = [
+    "CONDITION_MODES",
+    "Conditions",
+    "PDFConditions",
+    "sample_conditions",
+    "sample_pdf_conditions",
+]
 
-CONDITION_MODES = ("realistic", "noiseless")
+CONDITION_MODES = ("realistic", "noiseless", "nanopdf")
 
 # (source, probability) of the laboratory and synchrotron choices
 _LAB = [
@@ -97,7 +106,10 @@ def sample_conditions(rng: np.random.Generator, mode="realistic"):
             seed,
         )
     if mode != "realistic":
-        raise ValueError(f"mode must be one of {CONDITION_MODES}")
+        raise ValueError(
+            f"mode must be 'realistic' or 'noiseless' (for 'nanopdf' use "
+            f"sample_pdf_conditions); got {mode!r}"
+        )
     rad = _wavelength(rng)
     sync = rad.name == "sync"
     start = float(rng.uniform(2, 8) if sync else rng.uniform(5, 15))
@@ -140,4 +152,89 @@ def sample_conditions(rng: np.random.Generator, mode="realistic"):
         tuple(coeffs),
         counts,
         seed,
+    )
+
+
+@dataclass(frozen=True)
+class PDFConditions:
+    """One simulated total-scattering measurement of a nanocrystal: the
+    keyword arguments of :func:`diffpy_mlsolve.simulate_pdf`, the noise
+    and its seed.
+
+    Attributes
+    ----------
+    diameter : float or None
+        Spherical particle diameter (Å); None for a bulk crystal.
+    qmax, qdamp, qbroad : float
+        Å^-1.
+    rmax : float
+        G(r) is given on 0-``rmax`` Å in 0.01 Å steps.
+    noise : float
+        Gaussian noise, σ as a fraction of max |G|.
+    seed : int
+    """
+
+    diameter: float | None
+    qmax: float
+    qdamp: float
+    qbroad: float
+    rmax: float
+    noise: float
+    seed: int
+
+    def simulate_kwargs(self) -> dict:
+        return {
+            "rmax": self.rmax,
+            "qmax": self.qmax,
+            "qdamp": self.qdamp,
+            "qbroad": self.qbroad,
+            "diameter": self.diameter,
+            "rstep": 0.01,
+        }
+
+    def noisy(self, gr):
+        """``gr`` with this measurement's noise added (xtype "r", the
+        Qmax in its metadata, as a reduced file's header gives it)."""
+        from diffpy_mlsolve.pattern import Pattern
+
+        g = np.asarray(gr.intensity, float)
+        rng = np.random.default_rng(self.seed)
+        g = g + rng.normal(0.0, self.noise * np.abs(g).max(), g.size)
+        return Pattern.from_arrays(
+            gr.x, g, xtype="r", metadata={"qmax": self.qmax}
+        )
+
+
+#: Share of bulk crystals among :func:`sample_pdf_conditions`' draws.
+BULK_FRACTION = 0.15
+
+
+def sample_pdf_conditions(
+    rng: np.random.Generator, min_diameter: float = 0.0
+) -> PDFConditions:
+    """Draw one nanocrystal PDF measurement.
+
+    Spherical particles of 1.5-10 nm (log-uniform; bulk with probability
+    :data:`BULK_FRACTION`), Qmax 15-30 Å^-1, Qdamp 0.01-0.06 Å^-1 and
+    Qbroad 0-0.02 Å^-1 as instruments give them, G(r) to 15-30 Å,
+    Gaussian noise of 0.2-2 % of max |G|.
+
+    Parameters
+    ----------
+    rng : numpy Generator
+    min_diameter : float
+        Smallest diameter (Å) drawn: a particle holds at least one cell
+        (pass the longest cell edge).
+    """
+    seed = int(rng.integers(2**31))
+    bulk = rng.random() < BULK_FRACTION
+    d = float(math.exp(rng.uniform(math.log(15.0), math.log(100.0))))
+    return PDFConditions(
+        diameter=None if bulk else max(d, float(min_diameter)),
+        qmax=float(rng.uniform(15.0, 30.0)),
+        qdamp=float(rng.uniform(0.01, 0.06)),
+        qbroad=float(rng.uniform(0.0, 0.02)),
+        rmax=float(rng.uniform(15.0, 30.0)),
+        noise=float(rng.uniform(0.002, 0.02)),
+        seed=seed,
     )

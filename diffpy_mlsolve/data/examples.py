@@ -42,7 +42,14 @@ class ExampleSpec:
     peak_fraction : float
         Share of the points drawn with probability ∝ sqrt(ρ) (near atoms);
         the rest are uniform over the grid nodes.
-    condition_mode : {"realistic", "noiseless"}
+    condition_mode : {"realistic", "noiseless", "nanopdf"}
+        "nanopdf": the input is a nanocrystal's G(r)
+        (:func:`~diffpy_mlsolve.data.conditions.sample_pdf_conditions`)
+        turned into the network's input as the solver turns one: its
+        Bragg intensities fitted (:func:`~diffpy_mlsolve.pdf_intensities.
+        pdf_intensities`, Qdamp and diameter fitted as at solve time)
+        and rendered as a sharp powder pattern
+        (:func:`~diffpy_mlsolve.pdf_intensities.equivalent_powder`).
     mode_weights : dict
         Probability of each composition mode.
     """
@@ -107,12 +114,14 @@ class ExampleBuilder:
         """Pattern input, mask and density grid of one measurement."""
         spec = self.spec
         crystal = record.crystal
-        cond = sample_conditions(
-            np.random.default_rng(sim_seed), spec.condition_mode
-        )
-        pattern = simulate_pxrd(
-            crystal, device="cpu", **cond.simulate_kwargs()
-        )
+        rng = np.random.default_rng(sim_seed)
+        if spec.condition_mode == "nanopdf":
+            pattern = _nano_pdf_input(crystal, rng)
+        else:
+            cond = sample_conditions(rng, spec.condition_mode)
+            pattern = simulate_pxrd(
+                crystal, device="cpu", **cond.simulate_kwargs()
+            )
         values, mask = pattern_to_input(pattern, spec.qgrid)
         rho = electron_density(
             crystal, grid=spec.density_grid, standardize=False, device="cpu"
@@ -157,6 +166,24 @@ class ExampleBuilder:
     def __call__(self, record, sim_seed, seed=None) -> dict:
         seed = sim_seed if seed is None else seed
         return self.assemble(record, self.simulate(record, sim_seed), seed)
+
+
+def _nano_pdf_input(crystal, rng):
+    """The powder pattern the solver makes of a nanocrystal's G(r)
+    under conditions drawn from ``rng``."""
+    from diffpy_mlsolve.data.conditions import sample_pdf_conditions
+    from diffpy_mlsolve.pdf_intensities import (
+        equivalent_powder,
+        pdf_intensities,
+    )
+    from diffpy_mlsolve.simulate import simulate_pdf
+
+    lattice = np.asarray(crystal.lattice, float)
+    cond = sample_pdf_conditions(rng, min_diameter=float(lattice[:3].max()))
+    gr = cond.noisy(
+        simulate_pdf(crystal, device="cpu", **cond.simulate_kwargs())
+    )
+    return equivalent_powder(pdf_intensities(gr, tuple(lattice)))
 
 
 def _sample_nodes(grid, points, peak_fraction, rng) -> np.ndarray:
