@@ -218,7 +218,7 @@ def _cmd_evaluate(args) -> int:
         format_report,
         write_report,
     )
-    from diffpy_mlsolve.model.predict import DEFAULT_MODEL
+    from diffpy_mlsolve.model.predict import default_model
 
     out = Path(args.out)
     _check_new_output(out, args.force)
@@ -234,9 +234,14 @@ def _cmd_evaluate(args) -> int:
             "--input pdf needs positive particle diameters in nm, e.g. "
             f"--diameter 2,3,5 (got {args.diameter!r})."
         )
-    if not args.atoms_only and not pdf:
+    if args.density and not pdf:
+        raise PhysicsInputError(
+            "--density selects the density metrics of --input pdf; powder "
+            "evaluations (--input pxrd) report them by default."
+        )
+    if not args.atoms_only and (args.density or not pdf):
         report = evaluate(
-            args.model or DEFAULT_MODEL,
+            args.model or default_model("r" if pdf else "tth"),
             args.structures,
             systems=systems,
             limit=args.limit,
@@ -246,9 +251,10 @@ def _cmd_evaluate(args) -> int:
             modes=tuple(args.modes.split(",")),
             device=args.device,
             out=out,
+            input=args.input,
         )
         print(format_report(report))
-    if args.atoms or args.atoms_only or pdf:
+    if args.atoms or args.atoms_only or (pdf and not args.density):
         from diffpy_mlsolve.evaluation_atoms import (
             evaluate_atoms,
             format_atoms,
@@ -467,7 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="pxrd",
         choices=("pxrd", "pdf"),
         help="solve from powder patterns (pxrd), or from nanoparticle "
-        "G(r) of the --diameter sizes (pdf; atoms metrics only)",
+        "G(r) of the --diameter sizes (pdf; atoms metrics unless "
+        "--density)",
+    )
+    p.add_argument(
+        "--density",
+        action="store_true",
+        help="with --input pdf: the density metrics, on nanocrystal G(r) "
+        "drawn as in training (1.5-10 nm or bulk); add --atoms for both",
     )
     p.add_argument(
         "--diameter",

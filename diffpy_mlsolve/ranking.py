@@ -241,7 +241,6 @@ def _candidate(
     from diffpy_mlsolve.atoms import (
         formula_unit_options,
         structure_from_density,
-        structures_in_group,
     )
     from diffpy_mlsolve.volumes import formula_units_from_volume
 
@@ -275,33 +274,9 @@ def _candidate(
         except StructureError as err:
             errors.append(str(err))
         if search is not None:
-            # whole orbits of the groups the density shows (they need no
-            # peak per atom); a lower order where the highest's orbits
-            # cannot hold the cell (HfZn2's PDF maps show Fm-3m, whose
-            # orbits cannot; F-43m's give the true Fd-3m)
-            for tier in range(ORBIT_TIERS):
-                held = 0  # groups of this order whose orbits held it
-                for group in _map_groups(density, groups, centring, tier):
-                    try:
-                        found += [
-                            (s, t, f"orbits of {group.symbol}")
-                            for s, t in structures_in_group(
-                                density,
-                                composition,
-                                group,
-                                scorer,
-                                formula_units=z,
-                                **kw,
-                            )
-                        ]
-                    except StructureError as err:
-                        errors.append(str(err))
-                        continue
-                    held += 1
-                    if held == ORBIT_GROUPS:
-                        break
-                if held:
-                    break
+            found += _orbit_structures(
+                density, composition, scorer, z, groups, centring, errors, kw
+            )
         if not found:
             continue
         if search is not None:
@@ -386,6 +361,44 @@ def _candidate(
     )
 
 
+def _orbit_structures(
+    density, composition, scorer, z, cache, centring, errors, kw
+) -> list:
+    """(sym, sites, how) from whole orbits of the groups the density
+    shows (they need no peak per atom): the highest order of
+    :data:`ORBIT_TIERS` whose orbits can hold the cell, at most
+    :data:`ORBIT_GROUPS` of its groups.  A lower order is searched only
+    where the higher's orbits cannot hold the cell (HfZn2's PDF maps show
+    Fm-3m, whose orbits cannot; F-43m's give the true Fd-3m).  Each
+    group that cannot adds its reason to ``errors``."""
+    from diffpy_mlsolve.atoms import structures_in_group
+
+    for tier in range(ORBIT_TIERS):
+        found, held = [], 0
+        for group in _map_groups(density, cache, centring, tier):
+            try:
+                found += [
+                    (s, t, f"orbits of {group.symbol}")
+                    for s, t in structures_in_group(
+                        density,
+                        composition,
+                        group,
+                        scorer,
+                        formula_units=z,
+                        **kw,
+                    )
+                ]
+            except StructureError as err:
+                errors.append(str(err))
+                continue
+            held += 1
+            if held == ORBIT_GROUPS:
+                break
+        if held:
+            return found
+    return []
+
+
 def _map_groups(
     density, cache: dict, centring: str | None = None, tier: int = 0
 ) -> list:
@@ -417,8 +430,7 @@ def _map_groups(
     if "tiers" not in cache:
         n = symmetry_grid(density.values.shape[0])
         values = resampled(density, n)
-        listed = ORBIT_LISTED
-        shown = tiers(find_map_symmetry(values, max_groups=listed))
+        shown = tiers(find_map_symmetry(values, max_groups=ORBIT_LISTED))
         centred = []
         if centring not in (None, "P") and not any(
             g.centring == centring for g in (shown or [[]])[0]
@@ -427,7 +439,7 @@ def _map_groups(
                 find_map_symmetry(
                     centred_map(values, centring),
                     threshold=CENTRED_THRESHOLD,
-                    max_groups=listed,
+                    max_groups=ORBIT_LISTED,
                     centring=centring,
                 )
             )

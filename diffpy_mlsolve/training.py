@@ -59,6 +59,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     out: str = "runs/small"
+    #: A checkpoint folder whose weights start the run (fine-tuning); its
+    #: model settings must equal ``model``.  Ignored on ``--resume``.
+    init: str | None = None
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
@@ -218,6 +221,21 @@ def validate(model, examples: list[dict], device, batch_size=16) -> dict:
     return {"ssim": float(np.mean(scores)), "n": len(scores)}
 
 
+def _init_weights(model, cfg: TrainConfig) -> None:
+    """Start ``model`` from the weights of the checkpoint ``cfg.init``."""
+    from diffpy_mlsolve.model.checkpoint import load_checkpoint
+
+    config, state, _ = load_checkpoint(Path(cfg.init).expanduser())
+    theirs = TrainConfig.from_dict(config).model
+    if theirs != cfg.model:
+        raise MLSolveError(
+            f"init={cfg.init!r} holds a model {dataclasses.asdict(theirs)}, "
+            f"but this config asks for {dataclasses.asdict(cfg.model)}. "
+            "Please copy the checkpoint's model settings into the config."
+        )
+    model.load_state_dict(state)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress=True) -> Path:
     """Run (or resume) training; returns the output folder.
 
@@ -259,6 +277,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=True) -> Path:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best, history = state["step"], state["best"], state["history"]
+    elif cfg.init:
+        _init_weights(model, cfg)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

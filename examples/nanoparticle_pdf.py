@@ -49,6 +49,7 @@ solver = ms.get_solver("crystalnet", device="cpu")
 res = solver.solve(data, "PbS", (a, a, a, 90, 90, 90), n_candidates=3)
 fit = res.settings["pdf_fit"]
 best = res.best
+print("model:", Path(res.settings["weights"]).name)  # the G(r) checkpoint
 print(
     f"PDF solution: {best.spacegroup}, G(r) Rw {best.pattern_rfactor:.4f}; "
     f"Bragg-intensity fit Rw {fit['rw']:.4f}, diameter "

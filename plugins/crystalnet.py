@@ -158,7 +158,9 @@ class CrystalNetSolver(DensitySolver):
         Where the network runs; "auto" takes a CUDA GPU when there is one.
     weights : str, Path or None
         A checkpoint folder (the resolved config and the weights); None
-        takes the shipped model.
+        takes the shipped model: ``crystalnet-default`` for a powder
+        pattern, ``crystalnet-nanopdf`` (fine-tuned on nanocrystal G(r))
+        for a G(r).
 
     Raises
     ------
@@ -183,7 +185,7 @@ class CrystalNetSolver(DensitySolver):
                 )
             weights = path
         self.weights = weights
-        self._predictor = None
+        self._predictors = {}  # by the pattern kind when weights is None
 
     def solve(
         self,
@@ -371,10 +373,12 @@ class CrystalNetSolver(DensitySolver):
         cell = self.check_inputs(pattern, composition, lattice, n_candidates)
         if centring not in (None, "auto"):
             check_centring(centring, cell)  # before the network runs
-        predictor = self._predictor or DensityPredictor(
-            self.weights, self.torch_device
-        )
-        self._predictor = predictor
+        kind = "r" if pattern.xtype == "r" and self.weights is None else ""
+        if kind not in self._predictors:
+            self._predictors[kind] = DensityPredictor(
+                self.weights, self.torch_device, xtype=pattern.xtype
+            )
+        predictor = self._predictors[kind]
         pdf_fit = None
         if pattern.xtype == "r":
             pattern, pdf_fit, data = _from_pdf(

@@ -114,6 +114,17 @@ def test_never_overwrites_without_force(nacl_cif, tmp_path):
             ),
             "missing.xy",
         ),
+        (
+            (
+                "evaluate",
+                "--structures",
+                "{cif}",
+                "--density",
+                "--out",
+                "x.xy",
+            ),
+            "--density selects the density metrics of --input pdf",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(nacl_cif, tmp_path, args, message):

@@ -289,3 +289,40 @@ def test_evaluate_takes_a_model_object_and_one_protocol(tmp_path):
     assert "reference" not in report["density"]
     assert "control" not in report["density"]  # one structure: no other
     assert -1 <= report["density"]["single"]["ssim_mean"] <= 1
+
+
+def test_evaluate_on_nanocrystal_gr_inputs(tmp_path, monkeypatch):
+    """input="pdf": every protocol's pattern is made from a nanocrystal
+    G(r) as the solver makes it (a spy on the real function counts)."""
+    import pandas as pd
+    from textbook import textbook
+
+    from diffpy_mlsolve.data import examples
+
+    made = []
+    real = examples._nano_pdf_input
+
+    def spy(crystal, rng):
+        made.append(crystal)
+        return real(crystal, rng)
+
+    monkeypatch.setattr(examples, "_nano_pdf_input", spy)
+    csv = tmp_path / "two.csv"
+    pd.DataFrame(
+        {
+            "material_id": ["a", "b"],
+            "cif": [textbook()[n].to(fmt="cif") for n in ("NaCl", "CsCl")],
+        }
+    ).to_csv(csv, index=False)
+    model = _tiny_checkpoint(tmp_path / "m")
+    report = evaluate(
+        model, csv, grid=12, samples=1, progress=False, input="pdf"
+    )
+    # reference, control (the next structure's G(r)) and single, each
+    assert len(made) == 2 * 3
+    assert report["settings"]["input"] == "pdf"
+    assert "nanopdf" in report["settings"]["input_note"]
+    assert -1 <= report["density"]["single"]["ssim_mean"] <= 1
+    assert "G(r)" in format_report(report)
+    with pytest.raises(ValueError, match="'pxrd' or 'pdf'"):
+        evaluate(model, csv, grid=12, samples=1, progress=False, input="xy")

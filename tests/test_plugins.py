@@ -199,6 +199,21 @@ def test_crystalnet_checks_inputs_first(composition, lattice, n, error, match):
         solver.solve(object(), composition, lattice, n_candidates=n)
 
 
+def test_a_gr_takes_the_shipped_pdf_model_where_installed(
+    tmp_path, monkeypatch
+):
+    from diffpy_mlsolve.model import predict
+
+    assert predict.default_model("tth") == predict.DEFAULT_MODEL
+    monkeypatch.setattr(predict, "DEFAULT_PDF_MODEL", tmp_path / "absent")
+    assert predict.default_model("r") == predict.DEFAULT_MODEL
+    (tmp_path / "pdf").mkdir()
+    (tmp_path / "pdf" / "weights.pt").write_bytes(b"")
+    monkeypatch.setattr(predict, "DEFAULT_PDF_MODEL", tmp_path / "pdf")
+    assert predict.default_model("r") == tmp_path / "pdf"
+    assert predict.default_model("q") == predict.DEFAULT_MODEL
+
+
 def test_crystalnet_weights_must_be_a_folder(tmp_path):
     with pytest.raises(ModelNotAvailableError, match="missing"):
         plugins.get_solver("crystalnet", weights=tmp_path / "nope")

@@ -384,7 +384,11 @@ def test_lower_orders_where_the_highest_cannot_hold_the_cell():
     Cl; the next order down lists Pm-3m, whose 1a and 1b can: the
     ranking then searches that order (its :data:`ORBIT_TIERS`)."""
     from diffpy_mlsolve.errors import StructureError
-    from diffpy_mlsolve.ranking import ORBIT_TIERS, _map_groups
+    from diffpy_mlsolve.ranking import (
+        ORBIT_TIERS,
+        _map_groups,
+        _orbit_structures,
+    )
 
     assert ORBIT_TIERS >= 2
     lattice = Lattice.cubic(4.12)
@@ -405,3 +409,13 @@ def test_lower_orders_where_the_highest_cannot_hold_the_cell():
     sym, _ = structures_in_group(density, "CsCl", lower["Pm-3m"], scorer)[0]
     assert sym.number == 221
     assert StructureMatcher().fit(sym.to_pymatgen(), truth)
+    # the ranking's loop over the orders: Im-3m fails (its reason kept),
+    # the next order's groups give the structures
+    errors = []
+    found = _orbit_structures(density, "CsCl", scorer, 1, {}, None, errors, {})
+    assert errors and all("orbits" in e for e in errors)
+    assert {how for _, _, how in found} <= {f"orbits of {g}" for g in lower}
+    assert "orbits of Pm-3m" in {how for _, _, how in found}
+    assert any(
+        StructureMatcher().fit(s.to_pymatgen(), truth) for s, _, _ in found
+    )

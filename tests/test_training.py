@@ -164,6 +164,26 @@ def test_train_writes_checkpoints_and_resumes(table, tmp_path, capsys):
     assert [h["step"] for h in meta["history"]] == [3, 6, 9]
 
 
+def test_init_starts_from_a_checkpoint_and_checks_the_model(table, tmp_path):
+    base = tmp_path / "base"
+    train(_config(table, base, steps=3), progress=False)
+    start = torch.load(base / "last" / "weights.pt")
+    # a learning rate of 1e-12: three Adam steps move no weight visibly
+    still = dict(steps=3, lr=1e-12, lr_min=1e-12)
+    cfg = _config(table, tmp_path / "tuned", init=str(base / "last"), **still)
+    train(cfg, progress=False)
+    tuned = torch.load(tmp_path / "tuned" / "last" / "weights.pt")
+    assert start.keys() == tuned.keys()
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-8) for k in start)
+    # without init the same run keeps its own fresh weights
+    train(_config(table, tmp_path / "fresh", seed=1, **still), progress=False)
+    fresh = torch.load(tmp_path / "fresh" / "last" / "weights.pt")
+    assert not all(torch.allclose(start[k], fresh[k]) for k in start)
+    other = dataclasses.replace(MODEL, width=MODEL.width * 2)
+    with pytest.raises(MLSolveError, match="copy the checkpoint's model"):
+        train(dataclasses.replace(cfg, model=other), progress=False)
+
+
 def test_resume_needs_a_checkpoint(table, tmp_path):
     with pytest.raises(MLSolveError, match="Nothing to resume"):
         train(_config(table, tmp_path / "empty"), resume=True)
@@ -292,6 +312,15 @@ def test_repository_small_config_loads():
     assert cfg.val_every < cfg.steps
     raw = yaml.safe_load((REPO / "configs" / "small.yaml").read_text())
     assert cfg.steps == raw["steps"] and cfg.lr == raw["lr"]
+
+
+def test_repository_nanopdf_config_fine_tunes_the_shipped_model():
+    from diffpy_mlsolve.model.checkpoint import load_checkpoint
+
+    cfg = TrainConfig.from_file(REPO / "configs" / "nanopdf.yaml")
+    assert cfg.spec.condition_mode == "nanopdf"
+    config, _, _ = load_checkpoint(REPO / cfg.init)
+    assert TrainConfig.from_dict(config).model == cfg.model
 
 
 # ---------------------------------------------------------------- sampler

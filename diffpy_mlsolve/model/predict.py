@@ -23,10 +23,27 @@ from diffpy_mlsolve.data.examples import lattice_features
 from diffpy_mlsolve.data.preprocess import pattern_to_input
 from diffpy_mlsolve.errors import ModelNotAvailableError, StructureError
 
-__all__ = ["DEFAULT_MODEL", "DensityPredictor", "composition_input"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PDF_MODEL",
+    "DensityPredictor",
+    "composition_input",
+    "default_model",
+]
 
 #: The model shipped inside the package (a checkpoint folder).
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "crystalnet-default"
+
+#: The shipped model fine-tuned on nanocrystal G(r) (configs/nanopdf.yaml).
+DEFAULT_PDF_MODEL = Path(__file__).parent / "weights" / "crystalnet-nanopdf"
+
+
+def default_model(xtype: str = "tth") -> Path:
+    """The shipped checkpoint for a pattern of ``xtype``: the G(r) model
+    for "r" where it is installed, else :data:`DEFAULT_MODEL`."""
+    if xtype == "r" and (DEFAULT_PDF_MODEL / "weights.pt").is_file():
+        return DEFAULT_PDF_MODEL
+    return DEFAULT_MODEL
 
 
 def composition_input(composition, mode: str = "full") -> np.ndarray:
@@ -62,14 +79,18 @@ class DensityPredictor:
     Parameters
     ----------
     weights : path, optional
-        A checkpoint folder; None takes :data:`DEFAULT_MODEL`.
+        A checkpoint folder; None takes the shipped one for ``xtype``
+        (:func:`default_model`).
     device : torch.device
+    xtype : str
+        The kind of pattern it will read ("r": a G(r)); used only when
+        ``weights`` is None.
     """
 
-    def __init__(self, weights=None, device="cpu"):
+    def __init__(self, weights=None, device="cpu", xtype="tth"):
         from diffpy_mlsolve.model.checkpoint import load_model
 
-        path = Path(weights) if weights is not None else DEFAULT_MODEL
+        path = Path(weights) if weights is not None else default_model(xtype)
         if weights is None and not (path / "weights.pt").is_file():
             raise ModelNotAvailableError(
                 "No trained CrystalNet model is shipped in this install "
