@@ -482,7 +482,8 @@ def evaluate(
             "every pattern is a nanocrystal G(r) (condition_mode "
             "'nanopdf': diameter, Qmax, Qdamp, noise drawn as in "
             "training) turned into the network's input as the solver "
-            "turns it; 'noiseless' and 'realistic' above read 'G(r)'"
+            "turns it (Qdamp given, diameter fitted); 'noiseless' and "
+            "'realistic' above read 'G(r)'"
         )
     report = {
         "n": n,

@@ -47,7 +47,8 @@ class ExampleSpec:
         (:func:`~diffpy_mlsolve.data.conditions.sample_pdf_conditions`)
         turned into the network's input as the solver turns one: its
         Bragg intensities fitted (:func:`~diffpy_mlsolve.pdf_intensities.
-        pdf_intensities`, Qdamp and diameter fitted as at solve time)
+        pdf_intensities`, with the drawn Qdamp given as a calibration
+        gives it and the diameter fitted as at solve time)
         and rendered as a sharp powder pattern
         (:func:`~diffpy_mlsolve.pdf_intensities.equivalent_powder`).
     mode_weights : dict
@@ -183,7 +184,11 @@ def _nano_pdf_input(crystal, rng):
     gr = cond.noisy(
         simulate_pdf(crystal, device="cpu", **cond.simulate_kwargs())
     )
-    return equivalent_powder(pdf_intensities(gr, tuple(lattice)))
+    # Qdamp as a calibration gives it (the solver fits it where a .gr
+    # header lacks it); the diameter is fitted as the solver fits it
+    return equivalent_powder(
+        pdf_intensities(gr, tuple(lattice), qdamp=cond.qdamp)
+    )
 
 
 def _sample_nodes(grid, points, peak_fraction, rng) -> np.ndarray:
