@@ -226,12 +226,19 @@ def _init_weights(model, cfg: TrainConfig) -> None:
     from diffpy_mlsolve.model.checkpoint import load_checkpoint
 
     config, state, _ = load_checkpoint(Path(cfg.init).expanduser())
-    theirs = TrainConfig.from_dict(config).model
-    if theirs != cfg.model:
+    theirs = TrainConfig.from_dict(config)
+    if theirs.model != cfg.model:
         raise MLSolveError(
-            f"init={cfg.init!r} holds a model {dataclasses.asdict(theirs)}, "
-            f"but this config asks for {dataclasses.asdict(cfg.model)}. "
-            "Please copy the checkpoint's model settings into the config."
+            f"init={cfg.init!r} holds a model "
+            f"{dataclasses.asdict(theirs.model)}, but this config asks for "
+            f"{dataclasses.asdict(cfg.model)}. Please copy the "
+            "checkpoint's model settings into the config."
+        )
+    if theirs.spec.qgrid != cfg.spec.qgrid:
+        raise MLSolveError(
+            f"init={cfg.init!r} was trained on the Q grid "
+            f"{theirs.spec.qgrid}, this config's is {cfg.spec.qgrid}. "
+            "Please copy the checkpoint's spec qgrid into the config."
         )
     model.load_state_dict(state)
 

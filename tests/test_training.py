@@ -182,6 +182,10 @@ def test_init_starts_from_a_checkpoint_and_checks_the_model(table, tmp_path):
     other = dataclasses.replace(MODEL, width=MODEL.width * 2)
     with pytest.raises(MLSolveError, match="copy the checkpoint's model"):
         train(dataclasses.replace(cfg, model=other), progress=False)
+    qgrid = dataclasses.replace(SPEC.qgrid, qmax=SPEC.qgrid.qmax + 1)
+    spec = dataclasses.replace(SPEC, qgrid=qgrid)
+    with pytest.raises(MLSolveError, match="spec qgrid"):
+        train(dataclasses.replace(cfg, spec=spec), progress=False)
 
 
 def test_resume_needs_a_checkpoint(table, tmp_path):
