@@ -276,6 +276,7 @@ def _cmd_evaluate(args) -> int:
             device=args.device,
             input=args.input,
             diameters=diameters,
+            refine_top=args.refine_top,
         )
         report.setdefault("n", len(atoms["per_structure"]))
         report["atoms"] = atoms["atoms"]
@@ -465,7 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--atoms-only", action="store_true", help="only the atoms metrics"
     )
     p.add_argument(
-        "--refine", help="with --atoms: refine candidates (rietveld)"
+        "--refine", help="with --atoms: refine candidates (rietveld, pdf)"
+    )
+    p.add_argument(
+        "--refine-top",
+        type=int,
+        help="with --refine: only the solver's best N candidates (all)",
     )
     _add_phasing(p, "with --atoms: ")
     p.add_argument(

@@ -147,6 +147,7 @@ def evaluate_atoms(
     progress=True,
     input="pxrd",
     diameters=(2.0, 3.0, 5.0),
+    refine_top=None,
 ) -> dict:
     """Solve every structure of a table from its simulated pattern.
 
@@ -180,6 +181,9 @@ def evaluate_atoms(
         spherical nanoparticle of each of ``diameters`` (nm).
     diameters : sequence of float
         Particle diameters (nm) for ``input="pdf"``.
+    refine_top : int, optional
+        With ``refine``: refine only the solver's best ``refine_top``
+        candidates (default all).
 
     Returns
     -------
@@ -191,6 +195,7 @@ def evaluate_atoms(
     from tqdm import tqdm
 
     from diffpy_mlsolve.data.sources import open_source
+    from diffpy_mlsolve.model.predict import default_model
     from diffpy_mlsolve.plugins import get_solver
     from diffpy_mlsolve.solver import _versions
     from diffpy_mlsolve.structures import to_pymatgen
@@ -213,6 +218,8 @@ def evaluate_atoms(
         options["centring"] = centring
     if not site_search:
         options["site_search"] = False
+    if refine_top is not None:
+        options["refine_top"] = int(refine_top)
 
     def data(i, d):
         if d is None:
@@ -296,8 +303,13 @@ def evaluate_atoms(
         "systems": systems,
         "limit": limit,
         "seed": seed,
-        "model": str(model) if model is not None else "shipped",
+        "model": str(
+            model
+            if model is not None
+            else default_model("r" if input == "pdf" else "tth")
+        ),
         "n_candidates": n_candidates,
+        "refine_top": refine_top,
         "diameters_nm": None if input == "pxrd" else sizes,
         "device": str(device),
         "versions": _versions(),

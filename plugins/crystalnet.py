@@ -207,6 +207,7 @@ class CrystalNetSolver(DensitySolver):
         n_cells: int = 2,
         refine: str | None = None,
         refine_settings: dict | None = None,
+        refine_top: int | None = None,
         qmax: float | None = None,
         qdamp: float | None = None,
         diameter: float | None = None,
@@ -291,6 +292,10 @@ class CrystalNetSolver(DensitySolver):
         refine_settings : dict, optional
             Passed to the refiner.  For a PDF refined with "pdf" the
             diameter fitted to the data is the default starting diameter.
+        refine_top : int, optional
+            With ``refine``: refine only the best ``refine_top`` of the
+            candidates by the solver's own ranking (default: all
+            ``n_candidates``); the refined ones rank first.
         qmax, qdamp, diameter : float, optional
             For a PDF: its Qmax (default: the pattern's metadata, and one
             is needed), the instrument Qdamp and the particle diameter in
@@ -344,6 +349,15 @@ class CrystalNetSolver(DensitySolver):
             )
         if centring not in (None, "auto"):
             check_centring(centring)
+        if refine_top is not None and (
+            isinstance(refine_top, bool)
+            or not isinstance(refine_top, numbers.Integral)
+            or refine_top < 1
+        ):
+            raise PhysicsInputError(
+                f"refine_top must be a whole number of candidates, 1 or "
+                f"more (None: all), got {refine_top!r}."
+            )
         if lattice is None and getattr(pattern, "xtype", None) == "r":
             raise StructureError(
                 "A PDF G(r) cannot be indexed here; please give the cell "
@@ -367,6 +381,7 @@ class CrystalNetSolver(DensitySolver):
                     site_search=site_search,
                     refine=refine,
                     refine_settings=refine_settings,
+                    refine_top=refine_top,
                     **kw,
                 ),
             )
@@ -456,7 +471,7 @@ class CrystalNetSolver(DensitySolver):
             formula_units=formula_units,
             refine=refine,
             refine_settings=refine_settings,
-            refine_top=n_candidates,
+            refine_top=n_candidates if refine_top is None else refine_top,
             reflections=searched,
             **kw,
         )[:n_candidates]

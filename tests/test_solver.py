@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 import diffpy_mlsolve as ms
-from diffpy_mlsolve.errors import OutputExistsError, WavelengthError
+from diffpy_mlsolve.errors import (
+    OutputExistsError,
+    PhysicsInputError,
+    WavelengthError,
+)
 from diffpy_mlsolve.model.checkpoint import save_checkpoint
 from diffpy_mlsolve.model.network import CrystalNet, ModelConfig
 from diffpy_mlsolve.training import TrainConfig
@@ -253,3 +257,27 @@ def test_latent_refinement_keeps_the_callers_model_and_best_latents(
     # a large step may overshoot: each sample keeps its best latent
     assert np.all(fit.r_after <= fit.r_before + 1e-12)
     assert fit.z.shape == z.shape
+
+
+def test_refine_top_refines_only_the_best(checkpoint, nacl_pattern):
+    """refine_top=1: Rietveld (real pyobjcryst) on the solver's best
+    candidate only, which then ranks first."""
+    pytest.importorskip("pyobjcryst")
+    solver = ms.get_solver("crystalnet", device="cpu", weights=checkpoint)
+    cell = (5.64, 5.64, 5.64, 90, 90, 90)
+    res = solver.solve(
+        nacl_pattern,
+        "NaCl",
+        cell,
+        n_candidates=2,
+        grid=24,
+        map_groups=0,
+        refine="rietveld",
+        refine_top=1,
+    )
+    refined = [c for c in res.candidates if c.refinement is not None]
+    assert len(refined) == 1 and res.candidates[0] is refined[0]
+    assert 0 < refined[0].rwp < 0.2
+    for bad in (0, 1.5, True):
+        with pytest.raises(PhysicsInputError, match="refine_top"):
+            solver.solve(nacl_pattern, "NaCl", cell, refine_top=bad)
