@@ -38,6 +38,7 @@ PROMISES = {
         "diameter within 10 %: True",
     ],
     "nanoparticle_pdf.py": [
+        "model: crystalnet-nanopdf",
         "PDF solution: Fm-3m",
         "matches the true structure: True",
         "diameter within 10 %: True",

@@ -205,6 +205,8 @@ def test_a_gr_takes_the_shipped_pdf_model_where_installed(
     from diffpy_mlsolve.model import predict
 
     assert predict.default_model("tth") == predict.DEFAULT_MODEL
+    # shipped beside the powder model (package data)
+    assert predict.default_model("r") == predict.DEFAULT_PDF_MODEL
     monkeypatch.setattr(predict, "DEFAULT_PDF_MODEL", tmp_path / "absent")
     assert predict.default_model("r") == predict.DEFAULT_MODEL
     (tmp_path / "pdf").mkdir()
