@@ -202,6 +202,44 @@ def test_grids_agree():
     assert np.array_equal(_ours(crystal, qmax=None), _ours(crystal, qmax=0))
 
 
+def test_equal_pairs_share_one_gaussian(monkeypatch):
+    """Without gradients, pairs at one distance and width are summed into
+    one Gaussian (a cubic cell repeats each distance dozens of times); G
+    is the per-pair sum to rounding."""
+    from diffpy_mlsolve.physics import pdf as kernel
+
+    calls = []
+    merge = kernel._merge_equal
+
+    def counted(rij, sigma, amp):
+        out = merge(rij, sigma, amp)
+        calls.append((rij.shape[0], out[0].shape[0]))
+        return out
+
+    monkeypatch.setattr(kernel, "_merge_equal", counted)
+    for name, settings in (("CaF2", {}), ("TiO2", {"qbroad": 0.03})):
+        crystal = _crystal(name)
+        merged = _ours(crystal, **settings)
+        lattice = torch.tensor(crystal.lattice, requires_grad=True)
+        per_pair = pdf_of_crystal(
+            lattice,
+            torch.tensor(crystal.frac),
+            crystal.numbers,
+            crystal.occupancy,
+            crystal.biso,
+            torch.tensor(R_GRID),
+            qmax=QMAX,
+            qdamp=QDAMP,
+            **settings,
+        )
+        np.testing.assert_allclose(
+            merged, per_pair.detach().numpy(), rtol=0, atol=1e-12
+        )
+    assert len(calls) == 2  # the differentiable evaluations never merge
+    for pairs, gaussians in calls:
+        assert gaussians * 10 < pairs
+
+
 def test_pair_distances_nacl():
     crystal = _crystal("NaCl")
     lattice = torch.tensor(crystal.lattice)
