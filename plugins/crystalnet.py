@@ -24,9 +24,10 @@ reason in ``failed``.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
-from diffpy_mlsolve.errors import ModelNotAvailableError
+from diffpy_mlsolve.errors import ModelNotAvailableError, PhysicsInputError
 from diffpy_mlsolve.solver import DensitySolver, SolveResult
 
 __all__ = ["CrystalNetSolver"]
@@ -96,6 +97,19 @@ def _phased(
                 flipped, refl, electrons=count, max_groups=groups
             )
     return out
+
+
+def _check_count(name, value, minimum, what, hint):
+    """Refuse a ``value`` that is not a whole number >= ``minimum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        raise PhysicsInputError(
+            f"{name} must be a whole number of {what}, {minimum} or more "
+            f"({hint}), got {value!r}."
+        )
 
 
 def _from_pdf(gr, cell, qmax, qdamp, diameter, check_cell=True):
@@ -319,9 +333,7 @@ class CrystalNetSolver(DensitySolver):
             When the composition cannot fill the cell with the given
             ``formula_units``, or the cell leaves strong peaks unindexed.
         """
-        import numbers
-
-        from diffpy_mlsolve.errors import PhysicsInputError, StructureError
+        from diffpy_mlsolve.errors import StructureError
         from diffpy_mlsolve.model.predict import DensityPredictor
         from diffpy_mlsolve.phasing import (
             centred,
@@ -335,28 +347,14 @@ class CrystalNetSolver(DensitySolver):
                 f"Unknown phasing {phasing!r}. Please use one of "
                 f"{_PHASINGS} or None."
             )
-        if isinstance(map_groups, bool) or not isinstance(
-            map_groups, numbers.Integral
-        ):
-            raise PhysicsInputError(
-                f"map_groups must be a whole number of space groups (0 for "
-                f"P1 maps only), got {map_groups!r}."
-            )
-        if map_groups < 0:
-            raise PhysicsInputError(
-                f"map_groups must be 0 or more (0: P1 maps only), got "
-                f"{map_groups}."
-            )
+        _check_count(
+            "map_groups", map_groups, 0, "space groups", "0: P1 maps only"
+        )
         if centring not in (None, "auto"):
             check_centring(centring)
-        if refine_top is not None and (
-            isinstance(refine_top, bool)
-            or not isinstance(refine_top, numbers.Integral)
-            or refine_top < 1
-        ):
-            raise PhysicsInputError(
-                f"refine_top must be a whole number of candidates, 1 or "
-                f"more (None: all), got {refine_top!r}."
+        if refine_top is not None:
+            _check_count(
+                "refine_top", refine_top, 1, "candidates", "None: all"
             )
         if lattice is None and getattr(pattern, "xtype", None) == "r":
             raise StructureError(
