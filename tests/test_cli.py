@@ -251,3 +251,41 @@ def test_train_and_evaluate_on_a_tiny_table(tmp_path, textbook_structures):
     row = data["per_structure"][0]
     assert "ssim_reference" in row and "match_top1" in row
     assert "top1" in done.stdout and "top2" in done.stdout
+
+
+def test_density_of_gr_inputs_takes_the_shipped_gr_model(tmp_path):
+    """`evaluate --input pdf --density` without --model scores the G(r)
+    checkpoint the solver would read the G(r) with."""
+    import gzip
+    import json
+
+    from textbook import textbook
+
+    from diffpy_mlsolve.model.predict import default_model
+
+    cif = textbook()["NaCl"].to(fmt="cif").replace('"', '""')
+    table = tmp_path / "one.csv.gz"
+    with gzip.open(table, "wt") as fh:
+        fh.write(f'material_id,cif\ntb-NaCl,"{cif}"\n')
+    report = tmp_path / "report.json"
+    done = run(
+        "evaluate",
+        "--structures",
+        table,
+        "--input",
+        "pdf",
+        "--density",
+        "--grid",
+        "12",
+        "--samples",
+        "1",
+        "--out",
+        report,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    model = str(default_model("r"))
+    assert data["settings"]["model"] == model
+    assert model != str(default_model("tth"))
+    assert data["settings"]["input"] == "pdf"
+    assert "atoms" not in data  # --density: the density metrics only
