@@ -21,9 +21,9 @@ import resource
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
+from _shared import STRUCTURES
 
 from diffpy_mlsolve.data.cache import ExampleCache
 from diffpy_mlsolve.data.dataset import DensityDataset, worker_init
@@ -32,13 +32,7 @@ from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.model.network import CrystalNet
 from diffpy_mlsolve.training import TrainConfig, loss_terms
 
-TABLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "structures"
-    / "val.csv.gz"
-)
+TABLE = STRUCTURES / "val.csv.gz"
 
 
 def rate_single(source, spec, n):

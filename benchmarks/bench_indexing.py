@@ -31,20 +31,14 @@ import platform
 import time
 import warnings
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _shared import STRUCTURES
 
 from diffpy_mlsolve.data.sources import CRYSTAL_SYSTEMS
 
-TABLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "structures"
-    / "test.csv.gz"
-)
+TABLE = STRUCTURES / "test.csv.gz"
 LAM = 1.5406
 SYSTEMS = CRYSTAL_SYSTEMS
 SIM = dict(

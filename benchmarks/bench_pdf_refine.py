@@ -26,10 +26,10 @@ import contextlib
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _shared import STRUCTURES
 
 from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.evaluation_atoms import _nano_pdf
@@ -37,13 +37,7 @@ from diffpy_mlsolve.physics import pdf as kernel
 from diffpy_mlsolve.refine import pdf as refine
 from diffpy_mlsolve.structures import to_diffpy
 
-TABLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "structures"
-    / "test.csv.gz"
-)
+TABLE = STRUCTURES / "test.csv.gz"
 
 
 @contextlib.contextmanager

@@ -23,21 +23,15 @@ import os
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from _shared import STRUCTURES
 
 import diffpy_mlsolve as ms
 
-TABLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "structures"
-    / "test.csv.gz"
-)
+TABLE = STRUCTURES / "test.csv.gz"
 LAM = 1.540593
 GRID = np.linspace(5, 90, 4000)
 
