@@ -240,6 +240,21 @@ def test_equal_pairs_share_one_gaussian(monkeypatch):
         assert gaussians * 10 < pairs
 
 
+def test_a_cell_without_pairs_in_reach():
+    """One atom in a cell longer than the range: no pair, G(r) is the
+    density baseline −4π r ρ0 alone (band-limited), merged or not."""
+    r = torch.linspace(1.0, 10.0, 91, dtype=torch.float64)
+    lattice = torch.tensor([40.0, 40.0, 40.0, 90.0, 90.0, 90.0])
+    args = (torch.zeros(1, 3), [11], [1.0], [0.5], r)
+    g = pdf_of_crystal(lattice.double(), *args, qmax=None)
+    np.testing.assert_allclose(
+        g.numpy(), -4 * math.pi * r.numpy() / 40.0**3, rtol=1e-6
+    )
+    lattice = lattice.double().requires_grad_(True)
+    g_grad = pdf_of_crystal(lattice, *args, qmax=None)
+    np.testing.assert_allclose(g_grad.detach().numpy(), g.numpy())
+
+
 def test_pair_distances_nacl():
     crystal = _crystal("NaCl")
     lattice = torch.tensor(crystal.lattice)

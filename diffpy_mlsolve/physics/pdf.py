@@ -437,13 +437,16 @@ def _merge_equal(rij, sigma, amp):
     :data:`MERGE_QUANTUM`, far below any grid step, so G(r) is unchanged
     to rounding.  Used without gradients only (it would detach them).
     """
+    if rij.shape[0] < 2:
+        return rij, sigma, amp
     q = MERGE_QUANTUM
     kr = torch.round(rij.detach().double() / q).long()
     ks = torch.round(sigma.detach().double() / q).long()
     ks = torch.unique(ks, return_inverse=True)[1]
-    keys, inv = torch.unique(
-        kr * (int(ks.max()) + 1) + ks, return_inverse=True
-    )
+    widths = int(ks.max()) + 1
+    if (int(kr.max()) + 1) * widths >= 1 << 62:  # keys would overflow
+        return rij, sigma, amp
+    keys, inv = torch.unique(kr * widths + ks, return_inverse=True)
     m = keys.shape[0]
     if m == rij.shape[0]:
         return rij, sigma, amp
