@@ -242,7 +242,7 @@ def test_equal_pairs_share_one_gaussian(monkeypatch):
 
 def test_a_cell_without_pairs_in_reach():
     """One atom in a cell longer than the range: no pair, G(r) is the
-    density baseline −4π r ρ0 alone (band-limited), merged or not."""
+    density baseline −4π r ρ0 alone, merged or not."""
     r = torch.linspace(1.0, 10.0, 91, dtype=torch.float64)
     lattice = torch.tensor([40.0, 40.0, 40.0, 90.0, 90.0, 90.0])
     args = (torch.zeros(1, 3), [11], [1.0], [0.5], r)
