@@ -6,11 +6,11 @@ first N rows, which are not a random draw).
         ../shared/data/structures/test.csv.gz --systems cubic --n 15 \
         --seed 0 --out /tmp/cubic_random15.csv.gz
 
-``--max-atoms`` bounds the atoms per conventional cell (say so with any
-figure measured on such a sample).  Rows keep the table's columns and
-their order in it; the sample stays outside the repository (the
-structures are not ours to commit).  Prints the ids, formulas and atoms
-per conventional cell drawn.
+``--min-atoms`` and ``--max-atoms`` bound the atoms per conventional cell
+(say so with any figure measured on such a sample).  Rows keep the
+table's columns and their order in it; the sample stays outside the
+repository (the structures are not ours to commit).  Prints the ids,
+formulas and atoms per conventional cell drawn.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("table", help="a csv or csv.gz structure table")
     ap.add_argument("--systems", help="crystal systems, comma-separated")
     ap.add_argument(
+        "--min-atoms", type=int, help="at least this many atoms per cell"
+    )
+    ap.add_argument(
         "--max-atoms", type=int, help="at most this many atoms per cell"
     )
     ap.add_argument("--n", type=int, required=True, help="rows to draw")
@@ -42,10 +45,13 @@ def main(argv=None) -> int:
         if "crystal_system" not in df.columns:
             sys.exit("The table has no crystal_system column to filter on.")
         df = df[df["crystal_system"].isin(args.systems.split(","))]
-    if args.max_atoms is not None:
+    if args.min_atoms is not None or args.max_atoms is not None:
         if "natoms_conventional" not in df.columns:
             sys.exit("The table has no natoms_conventional column.")
-        df = df[df["natoms_conventional"] <= args.max_atoms]
+        n = df["natoms_conventional"]
+        low = -np.inf if args.min_atoms is None else args.min_atoms
+        high = np.inf if args.max_atoms is None else args.max_atoms
+        df = df[(n >= low) & (n <= high)]
     if not 0 < args.n <= len(df):
         sys.exit(f"--n must be 1 to {len(df)} (the rows that pass).")
     rng = np.random.default_rng(args.seed)
