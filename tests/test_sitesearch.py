@@ -419,3 +419,62 @@ def test_lower_orders_where_the_highest_cannot_hold_the_cell():
     assert any(
         StructureMatcher().fit(s.to_pymatgen(), truth) for s, _, _ in found
     )
+
+
+def _nacl_gr_fit():
+    """Intensities fitted to a 3 nm rock-salt particle's G(r)."""
+    from diffpy_mlsolve.pattern import Pattern
+    from diffpy_mlsolve.pdf_intensities import pdf_intensities
+    from diffpy_mlsolve.simulate import simulate_pdf
+
+    nacl = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]
+    )
+    gr = simulate_pdf(nacl, rmax=20.0, qmax=20.0, qdamp=0.03, diameter=30.0)
+    gr = Pattern.from_arrays(gr.x, gr.intensity, xtype="r")
+    return pdf_intensities(gr, nacl.lattice, qmax=20.0).reflections
+
+
+def test_scan_of_moves_equals_the_direct_sums(rutile):
+    """``rwp_of_moves`` (the site search's scan: one sparse product) and
+    ``element_terms`` give what forming every sum does, for a powder
+    scorer and a G(r) scorer, its normal matrix dense (as a G(r)'s is
+    kept) and sparse."""
+    import copy
+
+    import torch
+    from scipy import sparse
+
+    from diffpy_mlsolve.sitesearch import scorer_for
+
+    rng = np.random.default_rng(1)
+    pdf = scorer_for(_nacl_gr_fit())
+    assert isinstance(pdf._m, np.ndarray)
+    pdf_sparse = copy.copy(pdf)
+    pdf_sparse._m = sparse.csr_matrix(pdf._m)
+    na = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    rock_salt = (na, np.add(na, [0.5, 0, 0]), "Na", "Cl")
+    for scorer, (heavy, light, h, el) in (
+        (ProfileScorer(rutile[2]), (RU, O_TRUE, "Ru", "O")),
+        (pdf, rock_salt),
+        (pdf_sparse, rock_salt),
+    ):
+        # the light atoms' true sites (the last left out), then random
+        k, m = len(heavy), len(light)
+        frac = np.vstack([heavy, light, rng.random((5, 3))])
+        table = scorer.element_terms(frac, [h, el, h], 0.7)
+        assert set(table) == {h, el}
+        phase = np.exp(2j * np.pi * scorer.hkl @ frac[k + 1])
+        assert np.allclose(
+            table[el][:, k + 1], scorer.form_factor(el, 0.7) * phase
+        )
+        base = table[h][:, :k].sum(1) + table[el][:, k : k + m - 1].sum(1)
+        moves = table[el][:, k + m - 1 :]  # the missing site, or random
+        direct = scorer.rwp_of_many(base[:, None] + moves)
+        fast = scorer.rwp_of_moves(base, moves, scorer.group_norms(moves))
+        assert np.argmin(direct) == 0  # the true site fits best
+        assert np.allclose(fast, direct, rtol=1e-10, atol=1e-12)
+        # the differentiable Rwp agrees with the plain one
+        g = scorer._sum @ (np.abs(base) ** 2)
+        torch_r = scorer.torch_rwp()(torch.as_tensor(g))
+        assert float(torch_r) == pytest.approx(scorer.rwp_of_groups(g))
