@@ -193,8 +193,8 @@ class ProfileScorer:
         ``norms`` its :meth:`group_norms`; the same as
         ``rwp_of_many(base[:, None] + table)`` without forming the sums:
         a group's Σ |b + t|^2 is Σ |b|^2 + Σ |t|^2 + 2 Re Σ b* t, one
-        sparse product (2-3× faster with the H ~ 10^5 reflections of a
-        large cell's G(r))."""
+        sparse product (about 2× faster with the ~10^5 reflections of a
+        large cell's G(r): ``benchmarks/bench_site_search.py``)."""
         from scipy import sparse
 
         s = self._sum
