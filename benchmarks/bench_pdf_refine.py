@@ -29,15 +29,12 @@ import time
 
 import numpy as np
 import torch
-from _shared import STRUCTURES
+from _shared import add_formula_args, cubic_test_structures
 
-from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.evaluation_atoms import _nano_pdf
 from diffpy_mlsolve.physics import pdf as kernel
 from diffpy_mlsolve.refine import pdf as refine
 from diffpy_mlsolve.structures import to_diffpy
-
-TABLE = STRUCTURES / "test.csv.gz"
 
 
 @contextlib.contextmanager
@@ -122,17 +119,11 @@ def pdffit2_seconds(crystal, gr, repeat=3):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--formulas",
-        default="CaPd,NdTe,V3Ge,HfZn2,Al12Mo,Lu2O3",
-        help="cubic test structures by formula",
-    )
-    ap.add_argument("--diameter", type=float, default=3.0, help="nm (3)")
+    add_formula_args(ap, "CaPd,NdTe,V3Ge,HfZn2,Al12Mo,Lu2O3")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     wanted = args.formulas.split(",")
-    records = list(open_source(TABLE, systems=["cubic"]))
-    found = {r.formula: (i, r) for i, r in reversed(list(enumerate(records)))}
+    found = cubic_test_structures()
     print(
         f"torch {torch.__version__}, 1 thread, {os.cpu_count()} cores; "
         f"G(r) of {args.diameter:g} nm particles, kernel on r >= 1 Å"

@@ -31,15 +31,12 @@ import os
 import time
 
 import numpy as np
-from _shared import STRUCTURES
+from _shared import add_formula_args, cubic_test_structures
 from scipy import sparse
 
-from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.evaluation_atoms import _nano_pdf
 from diffpy_mlsolve.pdf_intensities import pdf_intensities
 from diffpy_mlsolve.sitesearch import ProfileScorer, scorer_for
-
-TABLE = STRUCTURES / "test.csv.gz"
 
 
 def best_of(fn, repeat=5):
@@ -97,18 +94,12 @@ def compare(scorer, crystal):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--formulas",
-        default="V3Ge,HfZn2,Al12Mo,Er3Ge13Rh4,Lu2O3",
-        help="cubic test structures by formula",
-    )
-    ap.add_argument("--diameter", type=float, default=3.0, help="nm (3)")
+    add_formula_args(ap, "V3Ge,HfZn2,Al12Mo,Er3Ge13Rh4,Lu2O3")
     ap.add_argument(
         "--powder", action="store_true", help="also a Cu Kα1 pattern"
     )
     args = ap.parse_args(argv)
-    records = list(open_source(TABLE, systems=["cubic"]))
-    found = {r.formula: (i, r) for i, r in reversed(list(enumerate(records)))}
+    found = cubic_test_structures()
     print(
         f"{os.cpu_count()} cores, OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; scan of 2n+24"
