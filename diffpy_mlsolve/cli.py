@@ -260,6 +260,12 @@ def _cmd_evaluate(args) -> int:
             format_atoms,
         )
 
+        def partial(rows, total):
+            """The report so far, so a stopped run keeps its solves."""
+            sofar = dict(report, partial=f"{len(rows)} of {total} solves")
+            _merge_rows(sofar, rows)
+            write_report(sofar, out)
+
         atoms = evaluate_atoms(
             args.structures,
             model=args.model,
@@ -277,6 +283,7 @@ def _cmd_evaluate(args) -> int:
             input=args.input,
             diameters=diameters,
             refine_top=args.refine_top,
+            on_row=partial,
         )
         report.setdefault("n", len(atoms["per_structure"]))
         report["atoms"] = atoms["atoms"]

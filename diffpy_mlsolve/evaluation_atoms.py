@@ -148,6 +148,7 @@ def evaluate_atoms(
     input="pxrd",
     diameters=(2.0, 3.0, 5.0),
     refine_top=None,
+    on_row=None,
 ) -> dict:
     """Solve every structure of a table from its simulated pattern.
 
@@ -184,6 +185,9 @@ def evaluate_atoms(
     refine_top : int, optional
         With ``refine``: refine only the solver's best ``refine_top``
         candidates (default all).
+    on_row : callable, optional
+        Called with the rows so far (and the number of solves in all)
+        after each solve, e.g. to keep a partial report of a long run.
 
     Returns
     -------
@@ -293,6 +297,8 @@ def evaluate_atoms(
                 wrong, truth, "loose", n_candidates
             )["top1"]
         rows.append(row)
+        if on_row is not None:
+            on_row(rows, len(jobs))
     summary = _summary(rows, n_candidates, seconds, control, refine, phasing)
     summary["map_groups"] = options.get("map_groups", "default")
     summary["centring"] = centring

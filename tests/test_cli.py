@@ -289,3 +289,57 @@ def test_density_of_gr_inputs_takes_the_shipped_gr_model(tmp_path):
     assert model != str(default_model("tth"))
     assert data["settings"]["input"] == "pdf"
     assert "atoms" not in data  # --density: the density metrics only
+
+
+def test_a_long_evaluation_keeps_its_solves_as_it_goes(tmp_path, monkeypatch):
+    """`evaluate --atoms-only` writes its report after every solve (marked
+    partial), so a run stopped midway keeps what it measured; the final
+    report is the whole one, unmarked."""
+    import gzip
+    import json
+
+    from textbook import textbook
+
+    from diffpy_mlsolve import cli, evaluation
+
+    with gzip.open(tmp_path / "two.csv.gz", "wt") as fh:
+        fh.write("material_id,cif\n")
+        for name in ("CsCl", "NaCl"):
+            cif = textbook()[name].to(fmt="cif").replace('"', '""')
+            fh.write(f'tb-{name},"{cif}"\n')
+    written, real = [], evaluation.write_report
+
+    def kept(report, out):  # the real write, and a copy of what it wrote
+        written.append(json.loads(json.dumps(report, default=str)))
+        return real(report, out)
+
+    monkeypatch.setattr(evaluation, "write_report", kept)
+    out = tmp_path / "atoms.json"
+    code = cli.main(
+        [
+            "evaluate",
+            "--structures",
+            str(tmp_path / "two.csv.gz"),
+            "--atoms-only",
+            "--no-control",
+            "--samples",
+            "1",
+            "--phasing",
+            "none",
+            "--no-site-search",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert [w.get("partial") for w in written] == [
+        "1 of 2 solves",
+        "2 of 2 solves",
+        None,
+    ]
+    first = written[0]["per_structure"]
+    assert [r["material_id"] for r in first] == ["tb-CsCl"]
+    assert "match_top1" in first[0] and first[0]["seconds"] > 0
+    final = json.loads(out.read_text())
+    assert "partial" not in final and final["n"] == 2
+    assert final["per_structure"][0] == first[0]
