@@ -180,7 +180,8 @@ class ProfileScorer:
         return float(r) if g.ndim == 1 else r
 
     def rwp_of_many(self, f: np.ndarray) -> np.ndarray:
-        """(K,) Rwp of K sets of structure factors, ``f`` (H, K)."""
+        """(K,) Rwp of K sets of structure factors, ``f`` (H, K): the
+        plain form; the search's scans use :meth:`rwp_of_moves`."""
         return self.rwp_of_groups(self._sum @ (np.abs(f) ** 2))
 
     def group_norms(self, table: np.ndarray) -> np.ndarray:

@@ -37,15 +37,25 @@ def _sample(tmp_path, *args):
 
 
 def test_sample_table_draws_within_the_bounds_and_is_seeded(tmp_path):
-    args = ("--systems", "cubic", "--min-atoms", "29", "--n", "3")
-    done, out = _sample(tmp_path, *args, "--seed", "1")
-    assert done.returncode == 0, done.stderr
-    first = pd.read_csv(out)
-    assert len(first) == 3
-    assert set(first["crystal_system"]) == {"cubic"}
-    assert first["natoms_conventional"].between(29, 184).all()
-    again, out2 = _sample(tmp_path, *args, "--seed", "1")
-    assert list(pd.read_csv(out2)["material_id"]) == list(first["material_id"])
+    """Five cubic rows have at least 20 atoms; two are drawn, the same
+    two for the same seed and others for another seed."""
+
+    def draw(seed):
+        done, out = _sample(
+            tmp_path,
+            *("--systems", "cubic", "--min-atoms", "20", "--n", "2"),
+            *("--seed", str(seed)),
+        )
+        assert done.returncode == 0, done.stderr
+        rows = pd.read_csv(out)
+        assert set(rows["crystal_system"]) == {"cubic"}
+        assert rows["natoms_conventional"].between(20, 184).all()
+        return list(rows["material_id"])
+
+    first = draw(1)
+    assert len(first) == 2
+    assert draw(1) == first
+    assert draw(2) != first
     done, out = _sample(tmp_path, "--max-atoms", "16", "--n", "5")
     assert set(pd.read_csv(out)["natoms_conventional"]) == {2, 5, 8, 10, 16}
 
