@@ -37,6 +37,8 @@ setup(
         "diffpy.utils>=3.5",
         "pymatgen>=2024.1.1",
         "spglib>=2.0",
+        # the Wyckoff positions of the solver's trial structures
+        "pyxtal>=1.0",
         "scikit-image>=0.22",
         "xraydb>=4.5",
         "tqdm>=4.60",
@@ -56,7 +58,8 @@ setup(
             "diffpy.pdffit2==1.5.1; python_version<'3.12'",
             "diffpy.pdffit2>=1.5.1; python_version>='3.12'",
         ],
-        "synth": ["pyxtal>=1.0"],
+        # kept for old install lines: pyxtal is now a core requirement
+        "synth": [],
         "dev": ["pytest>=7", "black", "isort", "flake8"],
     },
     entry_points={

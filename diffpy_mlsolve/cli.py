@@ -271,6 +271,7 @@ def _cmd_evaluate(args) -> int:
             model=args.model,
             systems=systems,
             limit=args.limit,
+            skip=args.skip,
             seed=args.seed,
             n_candidates=args.samples,
             refine=args.refine,
@@ -454,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint folder (default: shipped)")
     p.add_argument("--systems", help="e.g. cubic,trigonal (default: all)")
     p.add_argument("--limit", type=int, help="first N structures")
+    p.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="with --atoms: leave out the first N structures, the others "
+        "keep their data (to split one evaluation over processes)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--grid", type=int, default=50, help="grid points (50)")
     p.add_argument("--samples", type=int, default=5, help="latent samples (5)")

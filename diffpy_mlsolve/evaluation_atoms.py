@@ -135,6 +135,7 @@ def evaluate_atoms(
     model=None,
     systems=None,
     limit=None,
+    skip=0,
     seed=0,
     n_candidates=5,
     refine=None,
@@ -159,6 +160,11 @@ def evaluate_atoms(
     model : path, optional
         A checkpoint folder; default the shipped model.
     systems, limit : filters of the source.
+    skip : int
+        Leave out the first ``skip`` structures; the others keep the
+        data they have in the whole run (each structure's measurement
+        conditions are seeded by its place in the table), so one
+        evaluation can be split over processes.
     seed : int
         Seeds the measurement conditions and the latent samples.
     n_candidates : int
@@ -211,7 +217,7 @@ def evaluate_atoms(
     n = len(records)
     control = bool(control) and n > 1
     sizes = [None] if input == "pxrd" else [float(d) for d in diameters]
-    jobs = [(i, d) for i in range(n) for d in sizes]
+    jobs = [(i, d) for i in range(int(skip), n) for d in sizes]
 
     options = dict(
         n_candidates=n_candidates, refine=refine, seed=seed, phasing=phasing
@@ -308,6 +314,7 @@ def evaluate_atoms(
         "structures": str(structures),
         "systems": systems,
         "limit": limit,
+        "skip": int(skip),
         "seed": seed,
         "model": str(
             model

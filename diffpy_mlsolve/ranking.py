@@ -48,6 +48,8 @@ SEARCHED_Z = 2
 ORBIT_GROUPS = 2
 ORBIT_TIERS = 3
 ORBIT_LISTED = 12
+# candidates from Wyckoff orbits (ranking._wyckoff_candidates) at most
+WYCKOFF_CANDIDATES = 3
 # least agreement of a group of the pattern's centring with the map
 # averaged over its translations (the data, not the map, show the
 # centring: on KOsF6's network maps R-3 and R-3m agree to 0.42)
@@ -57,18 +59,17 @@ CENTRED_THRESHOLD = 0.3
 def contact_ratio(structure) -> float:
     """The shortest interatomic distance over the sum of the two atoms'
     radii (pymatgen's atomic radii); inf for one atom."""
-    from pymatgen.core import Element
-
-    from diffpy_mlsolve.atoms import _lattice_matrix, _pair_distances
+    from diffpy_mlsolve.atoms import (
+        _lattice_matrix,
+        _pair_distances,
+        atomic_radius,
+    )
     from diffpy_mlsolve.structures import _z_to_symbol, as_crystal
 
     c = as_crystal(structure, standardize=False)
     if c.natoms < 2:
         return math.inf
-    radii = np.array(
-        [Element(_z_to_symbol(z)).atomic_radius or 1.0 for z in c.numbers],
-        float,
-    )
+    radii = np.array([atomic_radius(_z_to_symbol(z)) for z in c.numbers])
     dist = _pair_distances(c.frac, _lattice_matrix(c.lattice))
     # an atom's distance to its own images
     np.fill_diagonal(dist, min(c.lattice[:3]))
@@ -571,7 +572,9 @@ def candidates_from_densities(
         "profile_rwp", with the extraction's own Rwp, its floor, as
         "profile_rwp_floor"); the lattice centring their extinctions
         show (:func:`~diffpy_mlsolve.phasing.find_centring`) adds its
-        groups to the orbit search (:func:`_map_groups`).
+        groups to the orbit search (:func:`_map_groups`); and for a
+        cubic cell where no density gave a cubic structure, candidates
+        from Wyckoff orbits are added (:func:`_wyckoff_candidates`).
     **kw
         Passed to :func:`~diffpy_mlsolve.atoms.structure_from_density`.
     """
@@ -596,6 +599,16 @@ def candidates_from_densities(
         )
         for i, d in enumerate(densities)
     ]
+    if scorer is not None and densities:
+        cands += _wyckoff_candidates(
+            cands,
+            densities[0],
+            pattern,
+            composition,
+            formula_units,
+            scorer,
+            kw.get("min_distance", 0.9),
+        )
     if refine is not None:
         if isinstance(refine, str):
             from diffpy_mlsolve.plugins import get_refiner
@@ -613,3 +626,94 @@ def candidates_from_densities(
             for i, c in enumerate(cands)
         ]
     return rank_candidates(cands)
+
+
+def _wyckoff_candidates(
+    cands, density, pattern, composition, formula_units, scorer, min_distance
+) -> list:
+    """Candidates built from Wyckoff orbits of the cubic groups
+    (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`), each refined in its
+    group (:func:`_polished`), for a cubic cell where no density gave a
+    cubic structure (the maps of large cells show no group, and the P1
+    search overfits): the :data:`WYCKOFF_CANDIDATES` best distinct, by
+    the score the ranking uses.  Z as for the densities' search (the
+    :data:`SEARCHED_Z` most likely)."""
+    from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
+    from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
+    from diffpy_mlsolve.volumes import formula_units_from_volume
+    from diffpy_mlsolve.wyckoff import is_cubic, wyckoff_trials
+
+    lattice = tuple(float(v) for v in density.lattice)
+    if not is_cubic(lattice) or any(
+        c.symmetry is not None and c.symmetry.number >= 195 for c in cands
+    ):
+        return []
+    electrons = float(np.mean(density.values) * density.volume)
+    if formula_units is None:
+        options = formula_unit_options(
+            composition, density.volume, electrons, spread=2
+        )[:SEARCHED_Z]
+    else:
+        options = [formula_units]
+    found = []  # (score, z, sym, profile Rwp, group tried)
+    for z in options:
+        try:
+            contents = cell_contents(
+                composition, density.volume, formula_units=z
+            )
+        except StructureError:
+            continue
+        # every cubic group, not only the centring the intensities show:
+        # a 3 nm G(r)'s showed F for CaTi4(PdO4)3 (Im-3)
+        for _, crystal, number in wyckoff_trials(
+            scorer, contents, lattice, None, min_distance=min_distance
+        ):
+            try:
+                sym = find_symmetry(crystal, SYMPREC_LADDER)
+            except StructureError:
+                continue
+            sym, prof = _polished(scorer, sym)
+            if prof is None:
+                continue
+            ratio = contact_ratio(sym.to_crystal())
+            score = _premium(prof, len(sym.rotations)) + max(
+                0.0, PLAUSIBLE_CONTACT - ratio
+            )
+            found.append((score, z, sym, prof, number, contents))
+    found.sort(key=lambda t: t[0])
+    out, kept = [], []
+    for score, z, sym, prof, number, contents in found:
+        if len(out) == WYCKOFF_CANDIDATES:
+            break
+        if any(_same(sym, other) for other in kept):
+            continue
+        kept.append(sym)
+        structure = sym.to_diffpy()
+        rfac, skipped, _ = _rfactor(sym, pattern)
+        info = {
+            "formula_units_tried": list(options),
+            "formula": "".join(f"{e}{n}" for e, n in contents.items()),
+            "electrons_in_density": electrons,
+            "formula_units_from_volume": formula_units_from_volume(
+                composition, density.volume
+            ),
+            "sites_from": f"Wyckoff orbits of group {number}",
+            "density_from": "none (Wyckoff orbits of the cubic groups)",
+            "density_sample": None,
+            "contact_ratio": contact_ratio(structure),
+            "profile_rwp": prof,
+            "profile_rwp_floor": scorer.floor,
+        }
+        if skipped:
+            info["pattern_rfactor_skipped"] = skipped
+        out.append(
+            Candidate(
+                rank=len(cands) + len(out) + 1,
+                structure=structure,
+                pattern_rfactor=rfac,
+                spacegroup=sym.symbol,
+                symmetry=sym,
+                info=info,
+            )
+        )
+    return out

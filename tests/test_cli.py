@@ -343,3 +343,39 @@ def test_a_long_evaluation_keeps_its_solves_as_it_goes(tmp_path, monkeypatch):
     final = json.loads(out.read_text())
     assert "partial" not in final and final["n"] == 2
     assert final["per_structure"][0] == first[0]
+
+
+def test_an_evaluation_split_by_skip_keeps_each_structures_data(
+    tmp_path, monkeypatch
+):
+    """`evaluate --skip 1` solves only the second structure, from the
+    same data it has in the whole run (its measurement conditions are
+    seeded by its place in the table, not by its place in the run)."""
+    import gzip
+    import json
+
+    from textbook import textbook
+
+    from diffpy_mlsolve import cli, evaluation_atoms
+
+    with gzip.open(tmp_path / "two.csv.gz", "wt") as fh:
+        fh.write("material_id,cif\n")
+        for name in ("CsCl", "NaCl"):
+            cif = textbook()[name].to(fmt="cif").replace('"', '""')
+            fh.write(f'tb-{name},"{cif}"\n')
+    seeded, real = [], evaluation_atoms._pattern
+
+    def spy(record, seed, index):  # the real simulation, its seed noted
+        seeded.append((record.id, seed, index))
+        return real(record, seed, index)
+
+    monkeypatch.setattr(evaluation_atoms, "_pattern", spy)
+    out = tmp_path / "atoms.json"
+    args = ["evaluate", "--structures", str(tmp_path / "two.csv.gz")]
+    args += ["--atoms-only", "--no-control", "--samples", "1"]
+    args += ["--phasing", "none", "--no-site-search", "--skip", "1"]
+    assert cli.main(args + ["--out", str(out)]) == 0
+    assert seeded == [("tb-NaCl", 0, 1)]
+    report = json.loads(out.read_text())
+    assert [r["material_id"] for r in report["per_structure"]] == ["tb-NaCl"]
+    assert report["atoms"]["settings"]["skip"] == 1

@@ -478,3 +478,80 @@ def test_scan_of_moves_equals_the_direct_sums(rutile):
         g = scorer._sum @ (np.abs(base) ** 2)
         torch_r = scorer.torch_rwp()(torch.as_tensor(g))
         assert float(torch_r) == pytest.approx(scorer.rwp_of_groups(g))
+
+
+@pytest.fixture(scope="module")
+def lead_rutile():
+    """(rutile with Pb for the Ru at the origin, its extracted
+    reflections): a trial with two Ru there fits better the closer they
+    come, as one heavier scatterer."""
+    truth = Structure(
+        Lattice.tetragonal(A, C), ["Pb", "Ru"] + ["O"] * 4, RU + O_TRUE
+    )
+    return truth, _measured(truth)[1]
+
+
+def _contact_floor_ratio(elements, frac, lattice) -> float:
+    """The closest pair's distance over its limit (contact_limits)."""
+    from diffpy_mlsolve.atoms import (
+        _lattice_matrix,
+        _pair_distances,
+        contact_limits,
+    )
+
+    limit = contact_limits(elements)
+    dist = _pair_distances(np.asarray(frac, float), _lattice_matrix(lattice))
+    lim = np.array([[limit[a][b] for b in elements] for a in elements])
+    np.fill_diagonal(dist, np.inf)
+    return float((dist / lim).min())
+
+
+def test_search_keeps_sites_apart_by_their_radii(lead_rutile, monkeypatch):
+    """Peaks 1.08 Å apart either side of the Pb site: two Ru there fit
+    the data best, and the old fixed 0.9 Å limit let them (the search
+    without the radii's floor ends there); with it, no pair ends closer
+    than 0.6 of its radii's sum."""
+    import diffpy_mlsolve.atoms as atoms_module
+
+    truth, refl = lead_rutile
+    scorer = ProfileScorer(refl)
+    u = 0.12
+    frac = np.array(
+        [[u, 0, 0], [1 - u, 0, 0], [0.5, 0.5, 0.5]]
+        + O_TRUE
+        + [[0.5, 0, 0], [0, 0.5, 0.25]],
+        float,
+    )
+    peaks = Peaks(frac, np.array([10.0, 10, 10, 3, 3, 3, 3, 5, 5]))
+    start = [0, 7, 2, 3, 4, 5, 6]  # a Ru on a decoy, none on the pair
+    elements = ["Ru"] * 3 + ["O"] * 4
+    lattice = truth.lattice.parameters
+    rows, els, r = search_sites(scorer, peaks, start, elements, lattice)
+    assert _contact_floor_ratio(els, frac[rows], lattice) >= 1.0
+    monkeypatch.setattr(atoms_module, "CONTACT_FLOOR", 0.0)
+    rows0, els0, r0 = search_sites(scorer, peaks, start, elements, lattice)
+    assert {0, 1} <= set(rows0) and r0 < r  # the clash fits better
+
+
+def test_refinement_keeps_atoms_apart(lead_rutile, monkeypatch):
+    """Two Ru 1.08 Å apart about the Pb site: refined without the
+    repulsion they merge (closer than 0.05 of their radii's sum); with
+    it they end near their limit, 0.6 of that sum."""
+    import diffpy_mlsolve.sitesearch as sitesearch
+    from diffpy_mlsolve.ranking import contact_ratio
+
+    truth, refl = lead_rutile
+    scorer = ProfileScorer(refl)
+    u = 0.12
+    trial = Structure(
+        Lattice.tetragonal(A, C),
+        ["Ru"] * 3 + ["O"] * 4,
+        [[u, 0, 0], [-u, 0, 0], [0.5, 0.5, 0.5]] + O_TRUE,
+    )
+    sym = find_symmetry(as_crystal(trial, standardize=False), 1e-3)
+    assert contact_ratio(sym.to_crystal()) < 0.45
+    new, _ = refine_positions(scorer, sym)
+    assert contact_ratio(new.to_crystal()) > 0.5
+    monkeypatch.setattr(sitesearch, "REPULSION", 0.0)
+    merged, _ = refine_positions(scorer, sym)
+    assert contact_ratio(merged.to_crystal()) < 0.05
