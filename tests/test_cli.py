@@ -291,22 +291,28 @@ def test_density_of_gr_inputs_takes_the_shipped_gr_model(tmp_path):
     assert "atoms" not in data  # --density: the density metrics only
 
 
-def test_a_long_evaluation_keeps_its_solves_as_it_goes(tmp_path, monkeypatch):
-    """`evaluate --atoms-only` writes its report after every solve (marked
-    partial), so a run stopped midway keeps what it measured; the final
-    report is the whole one, unmarked."""
+def _two_structure_table(path):
+    """A csv.gz of CsCl and NaCl (textbook structures)."""
     import gzip
-    import json
 
     from textbook import textbook
 
-    from diffpy_mlsolve import cli, evaluation
-
-    with gzip.open(tmp_path / "two.csv.gz", "wt") as fh:
+    with gzip.open(path, "wt") as fh:
         fh.write("material_id,cif\n")
         for name in ("CsCl", "NaCl"):
             cif = textbook()[name].to(fmt="cif").replace('"', '""')
             fh.write(f'tb-{name},"{cif}"\n')
+
+
+def test_a_long_evaluation_keeps_its_solves_as_it_goes(tmp_path, monkeypatch):
+    """`evaluate --atoms-only` writes its report after every solve (marked
+    partial), so a run stopped midway keeps what it measured; the final
+    report is the whole one, unmarked."""
+    import json
+
+    from diffpy_mlsolve import cli, evaluation
+
+    _two_structure_table(tmp_path / "two.csv.gz")
     written, real = [], evaluation.write_report
 
     def kept(report, out):  # the real write, and a copy of what it wrote
@@ -351,18 +357,11 @@ def test_an_evaluation_split_by_skip_keeps_each_structures_data(
     """`evaluate --skip 1` solves only the second structure, from the
     same data it has in the whole run (its measurement conditions are
     seeded by its place in the table, not by its place in the run)."""
-    import gzip
     import json
-
-    from textbook import textbook
 
     from diffpy_mlsolve import cli, evaluation_atoms
 
-    with gzip.open(tmp_path / "two.csv.gz", "wt") as fh:
-        fh.write("material_id,cif\n")
-        for name in ("CsCl", "NaCl"):
-            cif = textbook()[name].to(fmt="cif").replace('"', '""')
-            fh.write(f'tb-{name},"{cif}"\n')
+    _two_structure_table(tmp_path / "two.csv.gz")
     seeded, real = [], evaluation_atoms._pattern
 
     def spy(record, seed, index):  # the real simulation, its seed noted

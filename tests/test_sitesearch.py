@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
+from textbook import measured_pxrd
 
 from diffpy_mlsolve.atoms import (
     Peaks,
@@ -15,9 +16,8 @@ from diffpy_mlsolve.atoms import (
     structures_in_group,
 )
 from diffpy_mlsolve.errors import PhysicsInputError
-from diffpy_mlsolve.phasing import extract_intensities
 from diffpy_mlsolve.rfactor import pattern_rfactor
-from diffpy_mlsolve.simulate import electron_density, simulate_pxrd
+from diffpy_mlsolve.simulate import electron_density
 from diffpy_mlsolve.sitesearch import (
     ProfileScorer,
     orbit_pool,
@@ -51,29 +51,11 @@ def _structure(o_sites, lattice=None) -> Structure:
     return Structure(lattice, ["Ru", "Ru"] + ["O"] * 4, RU + o_sites)
 
 
-def _measured(truth, **shape):
-    """(a broadened Cu Kα pattern of ``truth``, its extracted
-    reflections)."""
-    pattern = simulate_pxrd(
-        truth,
-        "CuKa",
-        tth_range=(10, 120),
-        npoints=5500,
-        fwhm=0.05,
-        eta=0.3,
-        crystallite_size=250.0,
-        counts=1e5,
-        seed=3,
-        **shape,
-    )
-    return pattern, extract_intensities(pattern, truth.lattice)
-
-
 @pytest.fixture(scope="module")
 def rutile():
     """(truth, its broadened Cu Kα pattern, the extracted reflections)."""
     truth = _structure(O_TRUE)
-    return (truth, *_measured(truth, strain=1e-3))
+    return (truth, *measured_pxrd(truth, strain=1e-3))
 
 
 def test_profile_rwp_sees_the_light_atoms(rutile):
@@ -345,7 +327,7 @@ def test_the_patterns_centring_gives_groups_the_map_misses():
     frac = [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 1 / 3], [0, 0, 2 / 3]]
     frac += [[0.5, 0.5, 5 / 6], [0.5, 0.5, 1 / 6]]
     truth = Structure(lattice, ["Mo"] * 2 + ["Si"] * 4, frac)
-    pattern, refl = _measured(truth)
+    pattern, refl = measured_pxrd(truth)
     assert find_centring(refl) == "I"
     half = Structure(
         lattice,
@@ -393,7 +375,7 @@ def test_lower_orders_where_the_highest_cannot_hold_the_cell():
     assert ORBIT_TIERS >= 2
     lattice = Lattice.cubic(4.12)
     truth = Structure(lattice, ["Cs", "Cl"], [[0, 0, 0], [0.5] * 3])
-    _, refl = _measured(truth)
+    _, refl = measured_pxrd(truth)
     shifted = [[0.1, 0.2, 0.3], [0.6, 0.7, 0.8]]
     density = electron_density(
         Structure(lattice, ["Cs", "Cs"], shifted), grid=48, standardize=False
@@ -488,7 +470,7 @@ def lead_rutile():
     truth = Structure(
         Lattice.tetragonal(A, C), ["Pb", "Ru"] + ["O"] * 4, RU + O_TRUE
     )
-    return truth, _measured(truth)[1]
+    return truth, measured_pxrd(truth)[1]
 
 
 def _contact_floor_ratio(elements, frac, lattice) -> float:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
+from textbook import measured_pxrd
 
 from diffpy_mlsolve.density import Density
-from diffpy_mlsolve.phasing import extract_intensities, find_centring
+from diffpy_mlsolve.phasing import find_centring
 from diffpy_mlsolve.ranking import _polished, candidates_from_densities
-from diffpy_mlsolve.simulate import simulate_pxrd
 from diffpy_mlsolve.sitesearch import ProfileScorer
 from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
 from diffpy_mlsolve.wyckoff import cubic_groups, is_cubic, wyckoff_trials
@@ -31,18 +31,7 @@ def pyrite():
         ["Fe", "S"],
         [[0, 0, 0], [0.385, 0.385, 0.385]],
     )
-    pattern = simulate_pxrd(
-        truth,
-        "CuKa",
-        tth_range=(10, 120),
-        npoints=5500,
-        fwhm=0.05,
-        eta=0.3,
-        crystallite_size=250.0,
-        counts=1e5,
-        seed=3,
-    )
-    return truth, pattern, extract_intensities(pattern, truth.lattice)
+    return (truth, *measured_pxrd(truth))
 
 
 def test_cubic_groups_of_each_centring():

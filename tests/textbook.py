@@ -80,3 +80,24 @@ def real_structures(
         for mid, cif in zip(table.material_id, table.cif):
             out.append((mid, Structure.from_str(cif, fmt="cif")))
     return out
+
+
+def measured_pxrd(truth, **shape):
+    """(a broadened Cu Kα pattern of ``truth``, 10-120°, its extracted
+    reflections): the data the site-search tests score against."""
+    from diffpy_mlsolve.phasing import extract_intensities
+    from diffpy_mlsolve.simulate import simulate_pxrd
+
+    pattern = simulate_pxrd(
+        truth,
+        "CuKa",
+        tth_range=(10, 120),
+        npoints=5500,
+        fwhm=0.05,
+        eta=0.3,
+        crystallite_size=250.0,
+        counts=1e5,
+        seed=3,
+        **shape,
+    )
+    return pattern, extract_intensities(pattern, truth.lattice)
