@@ -91,10 +91,15 @@ def test_trials_keep_the_data_centring(pyrite):
     assert trials and all(n in cubic_groups("F") for _, _, n in trials)
 
 
-def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite):
+def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite, tmp_path):
     """A density of noise: its peaks give P1 sites, no group, and no
     cubic structure; the Wyckoff candidates then find pyrite from the
-    data alone, and it ranks first."""
+    data alone, and it ranks first, written as a CIF in Pa-3 with no
+    map."""
+    import json
+
+    from diffpy_mlsolve.solver import SolveResult
+
     truth, pattern, refl = pyrite
     rng = np.random.default_rng(0)
     noise = Density(rng.random((24, 24, 24)) * 0.5, truth.lattice.parameters)
@@ -108,3 +113,11 @@ def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite):
     assert MATCH.fit(best.symmetry.to_pymatgen(), truth)
     noisy = [c for c in cands if c.density is not None]
     assert noisy and all(c.symmetry.number < 195 for c in noisy)
+    out = SolveResult(candidates=cands).write(tmp_path / "run")
+    names = sorted(p.name for p in out.iterdir())
+    assert "best.cif" in names and "density_01.map" not in names
+    assert "density_02.map" in names  # the noise map's candidate
+    assert "Pa-3" in (out / "best.cif").read_text()
+    report = json.loads((out / "report.json").read_text())
+    entry = report["candidates"][0]
+    assert entry["spacegroup_number"] == 205 and not entry["has_density"]
