@@ -282,6 +282,7 @@ def evaluate_atoms(
             row["rwp"] = best.rwp
             row["pattern_rfactor"] = best.pattern_rfactor
             row["profile_rwp"] = best.info.get("profile_rwp")
+            row["profile_rwp_floor"] = best.info.get("profile_rwp_floor")
             row["sites_from"] = best.info.get("sites_from")
             # formula units per cell found and true (the solver is given
             # the reduced formula only)

@@ -50,6 +50,11 @@ ORBIT_TIERS = 3
 ORBIT_LISTED = 12
 # candidates from Wyckoff orbits (ranking._wyckoff_candidates) at most
 WYCKOFF_CANDIDATES = 3
+# a cubic candidate whose profile Rwp is within this factor of the
+# extraction's floor makes the Wyckoff candidates unneeded (the first 15
+# cubic test cells, solved from 3 nm G(r)s, end at 0.97-1.65 times it;
+# Ce3IrI3's wrong Im-3m from a map's I-43m orbits at 7.3)
+WYCKOFF_FIT = 2.0
 # least agreement of a group of the pattern's centring with the map
 # averaged over its translations (the data, not the map, show the
 # centring: on KOsF6's network maps R-3 and R-3m agree to 0.42)
@@ -634,8 +639,10 @@ def _wyckoff_candidates(
     """Candidates built from Wyckoff orbits of the cubic groups
     (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`), each refined in its
     group (:func:`_polished`), for a cubic cell where no density gave a
-    cubic structure (the maps of large cells show no group, and the P1
-    search overfits): the :data:`WYCKOFF_CANDIDATES` best distinct, by
+    cubic structure that fits (profile Rwp within :data:`WYCKOFF_FIT`
+    times the floor; the maps of large cells show no group or a wrong
+    one, and the P1 search overfits): the :data:`WYCKOFF_CANDIDATES`
+    best distinct, by
     the score the ranking uses.  Z as for the densities' search (the
     :data:`SEARCHED_Z` most likely)."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
@@ -645,7 +652,10 @@ def _wyckoff_candidates(
 
     lattice = tuple(float(v) for v in density.lattice)
     if not is_cubic(lattice) or any(
-        c.symmetry is not None and c.symmetry.number >= 195 for c in cands
+        c.symmetry is not None
+        and c.symmetry.number >= 195
+        and c.info.get("profile_rwp", math.inf) <= WYCKOFF_FIT * scorer.floor
+        for c in cands
     ):
         return []
     electrons = float(np.mean(density.values) * density.volume)
