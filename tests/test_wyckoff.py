@@ -121,3 +121,30 @@ def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite, tmp_path):
     report = json.loads((out / "report.json").read_text())
     entry = report["candidates"][0]
     assert entry["spacegroup_number"] == 205 and not entry["has_density"]
+
+
+def test_a_cubic_candidate_that_fits_needs_no_wyckoff_trials(
+    pyrite, monkeypatch
+):
+    """From pyrite's own density the candidates are Pa-3 at the floor's
+    fit: no Wyckoff trials are made.  With the threshold at 0 (no fit is
+    good enough) they are, and pyrite is among them."""
+    import diffpy_mlsolve.ranking as ranking
+    from diffpy_mlsolve.simulate import electron_density
+
+    truth, pattern, refl = pyrite
+    density = electron_density(truth, grid=32, standardize=False)
+    cands = candidates_from_densities(
+        [density], pattern, "FeS2", formula_units=4, reflections=refl
+    )
+    assert cands[0].spacegroup == "Pa-3"
+    assert (
+        cands[0].info["profile_rwp"] < 2 * cands[0].info["profile_rwp_floor"]
+    )
+    assert all(c.density is not None for c in cands)
+    monkeypatch.setattr(ranking, "WYCKOFF_FIT", 0.0)
+    cands = candidates_from_densities(
+        [density], pattern, "FeS2", formula_units=4, reflections=refl
+    )
+    wyckoff = [c for c in cands if c.density is None]
+    assert wyckoff and any(MATCH.fit(c.to_pymatgen(), truth) for c in wyckoff)
