@@ -642,9 +642,8 @@ def _wyckoff_candidates(
     cubic structure that fits (profile Rwp within :data:`WYCKOFF_FIT`
     times the floor; the maps of large cells show no group or a wrong
     one, and the P1 search overfits): the :data:`WYCKOFF_CANDIDATES`
-    best distinct, by
-    the score the ranking uses.  Z as for the densities' search (the
-    :data:`SEARCHED_Z` most likely)."""
+    best distinct, by the score the ranking uses.  Z as for the
+    densities' search (the :data:`SEARCHED_Z` most likely)."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
     from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
     from diffpy_mlsolve.volumes import formula_units_from_volume
@@ -665,7 +664,7 @@ def _wyckoff_candidates(
         )[:SEARCHED_Z]
     else:
         options = [formula_units]
-    found = []  # (score, z, sym, profile Rwp, group tried)
+    found = []  # (score, Z, sym, profile Rwp, group tried, contents)
     for z in options:
         try:
             contents = cell_contents(

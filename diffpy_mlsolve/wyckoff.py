@@ -2,18 +2,19 @@
 
 Where no density shows a group, a large cubic cell has nothing for the
 orbit search to start from, and the site search in P1 ends in an overfit
-(all eight cubic cells of 40-56 atoms drawn from the test split at 3 nm:
-Sr2YSbO6's network maps agree with no group at all).  A crystallographer
-then does what FOX or a Wyckoff enumeration does: fill the cell's
-contents with whole Wyckoff orbits of the groups the lattice allows,
-draw the free coordinates, and keep what fits the data.
+(so failed all eight cubic cells of 40-56 atoms drawn from the test
+split, from 3 nm G(r)s; Sr2YSbO6's network maps agree with no group).
+A crystallographer then does what FOX or a Wyckoff enumeration does:
+fill the cell's contents with whole Wyckoff orbits of the groups the
+lattice allows, draw the free coordinates, and keep what fits the data.
 
-:func:`wyckoff_trials` does that for cubic cells: the cubic groups of
-the data's lattice centring, highest order first; for each, the ways to
+:func:`wyckoff_trials` does that for cubic cells: the cubic groups (of
+one lattice centring, or all), highest order first; for each, the ways to
 fill every element's count with at most :data:`MAX_SITES` orbits (pyxtal
 lists them); for each way, :data:`DRAWS` draws of the free coordinates,
-scored by the profile (or G(r)) Rwp and a clash penalty.  The best are
-left for the caller to refine (:func:`~diffpy_mlsolve.ranking`, through
+scored by the profile (or G(r)) Rwp and a clash penalty.  The
+:data:`KEEP` best are left for the caller to refine
+(:mod:`~diffpy_mlsolve.ranking`, through
 :func:`~diffpy_mlsolve.sitesearch.refine_positions`).  It reads nothing
 but the data's scorer, the cell and its contents.
 """
