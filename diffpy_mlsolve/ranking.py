@@ -97,7 +97,13 @@ def _score(cand: Candidate) -> float:
         ops = int(cand.info.get("symmetry_ops", 1))
     r = _premium(r, ops)
     ratio = cand.info.get("contact_ratio", math.inf)
-    return r + max(0.0, PLAUSIBLE_CONTACT - ratio)
+    return r + _contact_penalty(ratio)
+
+
+def _contact_penalty(ratio: float) -> float:
+    """How far a structure's :func:`contact_ratio` is below
+    :data:`PLAUSIBLE_CONTACT` (0 at or above it)."""
+    return max(0.0, PLAUSIBLE_CONTACT - ratio)
 
 
 def _same(a, b) -> bool:
@@ -313,9 +319,7 @@ def _candidate(
                 )
         ratio = contact_ratio(sym.to_crystal())
         fit = prof if prof is not None else rfac
-        score = (1.0 if fit is None else fit) + max(
-            0.0, PLAUSIBLE_CONTACT - ratio
-        )
+        score = (1.0 if fit is None else fit) + _contact_penalty(ratio)
         tried.append((score, z, sym, sites, rfac, skipped, swapped, prof, how))
     if not tried:
         return Candidate(rank=i, density=density, failed=" / ".join(errors))
@@ -664,7 +668,7 @@ def _wyckoff_candidates(
         )[:SEARCHED_Z]
     else:
         options = [formula_units]
-    found = []  # (score, Z, sym, profile Rwp, group tried, contents)
+    found = []  # (score, sym, profile Rwp, contact, group tried, contents)
     for z in options:
         try:
             contents = cell_contents(
@@ -685,13 +689,13 @@ def _wyckoff_candidates(
             if prof is None:
                 continue
             ratio = contact_ratio(sym.to_crystal())
-            score = _premium(prof, len(sym.rotations)) + max(
-                0.0, PLAUSIBLE_CONTACT - ratio
+            score = _premium(prof, len(sym.rotations)) + _contact_penalty(
+                ratio
             )
-            found.append((score, z, sym, prof, number, contents))
+            found.append((score, sym, prof, ratio, number, contents))
     found.sort(key=lambda t: t[0])
     out, kept = [], []
-    for score, z, sym, prof, number, contents in found:
+    for _, sym, prof, ratio, number, contents in found:
         if len(out) == WYCKOFF_CANDIDATES:
             break
         if any(_same(sym, other) for other in kept):
@@ -709,7 +713,7 @@ def _wyckoff_candidates(
             "sites_from": f"Wyckoff orbits of group {number}",
             "density_from": "none (Wyckoff orbits of the cubic groups)",
             "density_sample": None,
-            "contact_ratio": contact_ratio(structure),
+            "contact_ratio": ratio,
             "profile_rwp": prof,
             "profile_rwp_floor": scorer.floor,
         }
