@@ -738,10 +738,16 @@ def _forbidden(hkl, centring):
 
 
 def _centring_ratios(refl: Reflections, name: str) -> np.ndarray:
+    """:func:`extinction_ratios` of the centring ``name``'s extinctions."""
+    return extinction_ratios(refl, lambda hkl: _forbidden(hkl, name))
+
+
+def extinction_ratios(refl: Reflections, forbidden) -> np.ndarray:
     """Normalised intensity (mean |F|^2 per member over that of the
     allowed isolated groups of its |d*| shell) of each isolated group
-    that ``name`` wholly forbids; empty when there are too few groups to
-    judge."""
+    whose members ``forbidden`` ((H, 3) hkl -> (H,) bool: a centring's or
+    a space group's extinctions) all forbids; empty when there are too
+    few groups to judge."""
     obs = refl.observed & np.isfinite(refl.f2)
     ng = refl.ngroups
     # (groups cut off at the high-angle end leave ``isolated`` longer)
@@ -754,7 +760,7 @@ def _centring_ratios(refl: Reflections, name: str) -> np.ndarray:
     np.maximum.at(dstar, g, refl.dstar[obs])
     isolated = np.asarray(refl.isolated, bool)[:ng] & (count > 0)
     all_forbidden = np.ones(ng, bool)
-    np.logical_and.at(all_forbidden, g, _forbidden(refl.hkl[obs], name))
+    np.logical_and.at(all_forbidden, g, forbidden(refl.hkl[obs]))
     test = isolated & all_forbidden
     ref = isolated & ~all_forbidden
     if test.sum() < CENTRING_MIN_GROUPS or ref.sum() < 3:

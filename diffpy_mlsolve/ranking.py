@@ -50,6 +50,11 @@ ORBIT_TIERS = 3
 ORBIT_LISTED = 12
 # candidates from Wyckoff orbits (ranking._wyckoff_candidates) at most
 WYCKOFF_CANDIDATES = 3
+# spglib tolerances (Å) that find a Wyckoff trial's group
+TRIAL_SYMPREC = (1e-3, 0.01)
+# Z tried by the Wyckoff trials at most (the most likely the volume
+# allows first; each costs up to wyckoff.DRAW_BUDGET scored draws)
+WYCKOFF_Z = 3
 # a cubic candidate whose profile Rwp is within this factor of the
 # extraction's floor makes the Wyckoff candidates unneeded (the first 15
 # cubic test cells, solved from 3 nm G(r)s, end at 0.97-1.65 times it;
@@ -640,24 +645,33 @@ def candidates_from_densities(
 def _wyckoff_candidates(
     cands, density, pattern, composition, formula_units, scorer, min_distance
 ) -> list:
-    """Candidates built from Wyckoff orbits of the cubic groups
-    (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`), each refined in its
-    group (:func:`_polished`), for a cubic cell where no density gave a
-    cubic structure that fits (profile Rwp within :data:`WYCKOFF_FIT`
+    """Candidates built from Wyckoff orbits of the lattice's groups
+    (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`: cubic, tetragonal,
+    hexagonal and orthorhombic cells), each refined in its group
+    (:func:`_polished`), where no density gave a structure of the
+    lattice's system that fits (profile Rwp within :data:`WYCKOFF_FIT`
     times the floor; the maps of large cells show no group or a wrong
     one, and the P1 search overfits): the :data:`WYCKOFF_CANDIDATES`
-    best distinct, by the score the ranking uses.  Z as for the
-    densities' search (the :data:`SEARCHED_Z` most likely)."""
+    best distinct, by the score the ranking uses.  The
+    :data:`WYCKOFF_Z` most likely Z the volume allows
+    (:func:`~diffpy_mlsolve.atoms.formula_unit_options`), until one
+    gives a trial that fits."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
-    from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
+    from diffpy_mlsolve.symmetry import find_symmetry
     from diffpy_mlsolve.volumes import formula_units_from_volume
-    from diffpy_mlsolve.wyckoff import is_cubic, wyckoff_trials
+    from diffpy_mlsolve.wyckoff import (
+        SYSTEM_GROUPS,
+        lattice_system,
+        wyckoff_trials,
+    )
 
     lattice = tuple(float(v) for v in density.lattice)
-    if not is_cubic(lattice) or any(
+    system = lattice_system(lattice)
+    fits = WYCKOFF_FIT * scorer.floor
+    if system is None or any(
         c.symmetry is not None
-        and c.symmetry.number >= 195
-        and c.info.get("profile_rwp", math.inf) <= WYCKOFF_FIT * scorer.floor
+        and c.symmetry.number in SYSTEM_GROUPS[system]
+        and c.info.get("profile_rwp", math.inf) <= fits
         for c in cands
     ):
         return []
@@ -665,24 +679,30 @@ def _wyckoff_candidates(
     if formula_units is None:
         options = formula_unit_options(
             composition, density.volume, electrons, spread=2
-        )[:SEARCHED_Z]
+        )[:WYCKOFF_Z]
     else:
         options = [formula_units]
     found = []  # (score, sym, profile Rwp, contact, group tried, contents)
+    tried = []
     for z in options:
+        if any(t[2] <= fits for t in found):
+            break
+        tried.append(z)
         try:
             contents = cell_contents(
                 composition, density.volume, formula_units=z
             )
         except StructureError:
             continue
-        # every cubic group, not only the centring the intensities show:
-        # a 3 nm G(r)'s showed F for CaTi4(PdO4)3 (Im-3)
+        # every group the extinctions allow, not only the centring
+        # find_centring takes: a 3 nm G(r)'s showed F for CaTi4(PdO4)3
+        # (Im-3)
         for _, crystal, number in wyckoff_trials(
             scorer, contents, lattice, None, min_distance=min_distance
         ):
-            try:
-                sym = find_symmetry(crystal, SYMPREC_LADDER)
+            try:  # exact orbits: a loose tolerance could change the
+                # metric (SnS's 3.98 x 4.33 Å face read as square)
+                sym = find_symmetry(crystal, TRIAL_SYMPREC)
             except StructureError:
                 continue
             sym, prof = _polished(scorer, sym)
@@ -704,14 +724,14 @@ def _wyckoff_candidates(
         structure = sym.to_diffpy()
         rfac, skipped, _ = _rfactor(sym, pattern)
         info = {
-            "formula_units_tried": list(options),
+            "formula_units_tried": list(tried),
             "formula": "".join(f"{e}{n}" for e, n in contents.items()),
             "electrons_in_density": electrons,
             "formula_units_from_volume": formula_units_from_volume(
                 composition, density.volume
             ),
             "sites_from": f"Wyckoff orbits of group {number}",
-            "density_from": "none (Wyckoff orbits of the cubic groups)",
+            "density_from": "none (Wyckoff orbits of the lattice's groups)",
             "density_sample": None,
             "contact_ratio": ratio,
             "profile_rwp": prof,

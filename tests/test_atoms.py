@@ -105,7 +105,9 @@ def test_contents_from_electrons_and_checks():
     # whole number
     assert cell_contents("NaCl", v) == {"Na": 4, "Cl": 4}
     assert cell_contents("NaCl", v, electrons=2.6 * 28) == {"Na": 4, "Cl": 4}
-    assert cell_contents("NaCl", v, electrons=2.02 * 28) == {"Na": 2, "Cl": 2}
+    assert cell_contents("NaCl", v, electrons=4.98 * 28) == {"Na": 5, "Cl": 5}
+    # ... within Z_TOLERANCE of the volume's: 2.02 is not (ln 3.95/2 = 0.68)
+    assert cell_contents("NaCl", v, electrons=2.02 * 28) == {"Na": 4, "Cl": 4}
     assert cell_contents("Na4Cl4", v, formula_units=2) == {"Na": 2, "Cl": 2}
     with pytest.raises(StructureError, match="too many atoms"):
         cell_contents("NaCl", v, formula_units=40)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition
 
-from diffpy_mlsolve.atoms import formula_unit_options
+from diffpy_mlsolve.atoms import Z_TOLERANCE, formula_unit_options
 from diffpy_mlsolve.volumes import (
     atomic_volumes,
     fit_atomic_volumes,
@@ -90,10 +90,15 @@ def test_shipped_table_gives_textbook_z(formula, cell, z):
     volume = float(np.prod(cell))
     assert round(formula_units_from_volume(formula, volume)) == z
     assert formula_unit_options(formula, volume)[0] == z
-    # a density's electron count for Z + 1: both estimates lead
+    # a density's electron count for Z + 1: both estimates lead where
+    # the volume allows Z + 1, else the electrons add nothing
     per_formula = sum(el.Z * n for el, n in Composition(formula).items())
     options = formula_unit_options(formula, volume, (z + 1) * per_formula)
-    assert options[:2] == [z + 1, z]
+    estimate = formula_units_from_volume(formula, volume)
+    if abs(np.log((z + 1) / estimate)) <= Z_TOLERANCE:
+        assert options[:2] == [z + 1, z]
+    else:
+        assert options[0] == z and z + 1 not in options
 
 
 @pytest.mark.parametrize(
@@ -106,6 +111,23 @@ def test_known_misses_stay_among_the_options(formula, volume, z):
     estimate = formula_units_from_volume(formula, volume)
     assert round(estimate) != z
     assert z in formula_unit_options(formula, volume, spread=2)
+
+
+def test_z_far_from_the_volume_estimate_is_not_an_option():
+    """A network density's electron count for twice the formula units of
+    perovskite SrTiO3 (5.9 Å^3 per atom) does not make Z = 2 an option;
+    with no Z within the tolerance, the nearest (in ln) is kept."""
+    volume = 3.905**3
+    per_formula = 38 + 22 + 3 * 8
+    assert formula_unit_options("SrTiO3", volume, 2 * per_formula) == [1]
+    # without the tolerance, the electrons' Z = 2 is tried
+    assert 2 in formula_unit_options(
+        "SrTiO3", volume, 2 * per_formula, tolerance=None
+    )
+    # halfway between Z = 1 and 2 (ln 1.45 and ln(2 / 1.45) both > 0.3)
+    between = volume * 1.45 / formula_units_from_volume("SrTiO3", volume)
+    assert formula_units_from_volume("SrTiO3", between) == pytest.approx(1.45)
+    assert formula_unit_options("SrTiO3", between, spread=2) == [2]
 
 
 def test_shipped_table_is_complete_and_plausible():

@@ -14,7 +14,17 @@ from diffpy_mlsolve.phasing import find_centring
 from diffpy_mlsolve.ranking import _polished, candidates_from_densities
 from diffpy_mlsolve.sitesearch import ProfileScorer
 from diffpy_mlsolve.symmetry import SYMPREC_LADDER, find_symmetry
-from diffpy_mlsolve.wyckoff import cubic_groups, is_cubic, wyckoff_trials
+from diffpy_mlsolve.wyckoff import (
+    SYSTEM_GROUPS,
+    _forbidden,
+    consistent,
+    cubic_groups,
+    is_cubic,
+    lattice_system,
+    settings,
+    system_groups,
+    wyckoff_trials,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,17 +63,84 @@ def test_cubic_groups_of_each_centring():
     assert len(cubic_groups()) == 36 and cubic_groups()[0] == 225
 
 
-def test_only_cubic_cells_get_trials():
+def test_the_lattices_that_get_trials():
     assert is_cubic((5.417, 5.417, 5.417, 90, 90, 90))
     assert not is_cubic((5.417, 5.417, 5.5, 90, 90, 90))
-    assert not is_cubic((5.417, 5.417, 5.417, 90, 90, 120))
+    assert lattice_system((5.417, 5.417, 5.417, 90, 90, 90)) == "cubic"
+    assert lattice_system((5.4, 5.4, 5.5, 90, 90, 90)) == "tetragonal"
+    assert lattice_system((3.2, 3.2, 5.1, 90, 90, 120)) == "hexagonal"
+    assert lattice_system((3.98, 4.33, 11.19, 90, 90, 90)) == "orthorhombic"
+    assert lattice_system((5.4, 6.1, 7.2, 90, 101, 90)) is None
+    assert [len(system_groups(k)) for k in SYSTEM_GROUPS] == [36, 68, 52, 59]
 
-    class Unused:  # a tetragonal cell must not get as far as scoring
+    class Unused:  # a monoclinic cell must not get as far as scoring
         def rwp(self, crystal):
-            raise AssertionError("a non-cubic cell's trial was scored")
+            raise AssertionError("a monoclinic cell's trial was scored")
 
-    tetragonal = (5.4, 5.4, 5.5, 90, 90, 90)
-    assert wyckoff_trials(Unused(), {"Fe": 4}, tetragonal) == []
+    monoclinic = (5.4, 6.1, 7.2, 90, 101, 90)
+    assert wyckoff_trials(Unused(), {"Fe": 4}, monoclinic) == []
+
+
+def test_orthorhombic_settings_and_their_extinctions():
+    """A group's distinct settings on the data's axes, and the reflections
+    each forbids (Pnma: 0kl k+l odd, hk0 h odd, h00, 0k0, 00l odd)."""
+    assert len(settings(62, "orthorhombic")) == 6  # Pnma, Pmnb, Pbnm, ...
+    assert len(settings(47, "orthorhombic")) == 1  # Pmmm
+    assert len(settings(70, "orthorhombic")) == 1  # Fddd
+    assert len(settings(25, "orthorhombic")) == 3  # Pmm2, P2mm, Pm2m
+    assert settings(62, "tetragonal") == [(0, 1, 2)]
+    hkl = [[0, 1, 1], [0, 2, 1], [1, 1, 0], [2, 1, 0], [1, 0, 0], [2, 0, 0]]
+    hkl += [[0, 1, 0], [0, 0, 1], [1, 1, 1]]
+    pnma = _forbidden(62, (0, 1, 2))(hkl)
+    assert pnma.tolist() == [0, 1, 1, 0, 1, 0, 1, 1, 0]
+    # the same group with its a axis along the data's c (Pbnm-like):
+    # the n glide now forbids hk0 with h + k odd
+    other = _forbidden(62, (2, 0, 1))([[1, 0, 0], [1, 2, 0], [1, 1, 0]])
+    assert other.tolist() == [1, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def herzenbergite():
+    """(SnS in Pnma, given with its axes in the order b, c, a; its Cu Kα
+    pattern; the extracted reflections)."""
+    std = Structure.from_spacegroup(
+        "Pnma",
+        Lattice.orthorhombic(11.19, 3.98, 4.33),
+        ["Sn", "S"],
+        [[0.1185, 0.25, 0.1198], [0.8506, 0.25, 0.4793]],
+    )
+    truth = Structure(
+        Lattice.orthorhombic(3.98, 4.33, 11.19),
+        std.species,
+        [[y, z, x] for x, y, z in std.frac_coords],
+    )
+    return (truth, *measured_pxrd(truth))
+
+
+def test_extinctions_pick_the_setting(herzenbergite):
+    """The pattern allows Pnma with its axes as the data have them, and
+    contradicts it with the standard's."""
+    _, _, refl = herzenbergite
+    assert consistent(refl, 62, (2, 0, 1))[0]
+    assert not consistent(refl, 62, (0, 1, 2))[0]
+
+
+def test_trials_solve_an_orthorhombic_cell_in_another_setting(
+    herzenbergite,
+):
+    """SnS's 8 atoms from the pattern alone: the best trials are in Pnma
+    (4c + 4c, four free coordinates, drawn 96 times per way), and the
+    best, refined, is SnS at the truth's Rwp."""
+    truth, _, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    trials = wyckoff_trials(
+        scorer, {"Sn": 4, "S": 4}, truth.lattice.parameters
+    )
+    assert trials[0][2] == 62
+    sym, r = _polished(scorer, find_symmetry(trials[0][1], (1e-3, 0.01)))
+    assert sym.number == 62
+    assert MATCH.fit(sym.to_pymatgen(), truth)
+    assert r == pytest.approx(scorer.rwp(truth), rel=0.05)
 
 
 def test_trials_find_pyrite_by_the_fit(pyrite):
@@ -112,7 +189,11 @@ def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite, tmp_path):
         [noise], pattern, "FeS2", formula_units=4, reflections=refl
     )
     best = cands[0]
-    assert best.info["sites_from"] == "Wyckoff orbits of group 205"
+    # built in Pa-3 or a subgroup (P2_13) whose refined sites rise to it
+    assert best.info["sites_from"] in (
+        "Wyckoff orbits of group 205",
+        "Wyckoff orbits of group 198",
+    )
     assert best.density is None and best.spacegroup == "Pa-3"
     assert MATCH.fit(best.symmetry.to_pymatgen(), truth)
     noisy = [c for c in cands if c.density is not None]
@@ -125,6 +206,24 @@ def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite, tmp_path):
     report = json.loads((out / "report.json").read_text())
     entry = report["candidates"][0]
     assert entry["spacegroup_number"] == 205 and not entry["has_density"]
+
+
+def test_a_map_that_shows_nothing_still_solves_an_orthorhombic_cell(
+    herzenbergite,
+):
+    """A density of noise in SnS's cell (axes b, c, a), Z left to the
+    solver: the best candidate is a Wyckoff one, SnS in Pnma."""
+    truth, pattern, refl = herzenbergite
+    rng = np.random.default_rng(0)
+    noise = Density(rng.random((24, 24, 24)) * 0.5, truth.lattice.parameters)
+    cands = candidates_from_densities(
+        [noise], pattern, "SnS", reflections=refl
+    )
+    best = cands[0]
+    assert best.info["sites_from"].startswith("Wyckoff orbits of group")
+    assert best.density is None and best.spacegroup == "Pnma"
+    assert best.info["formula_units_tried"][0] == 4
+    assert MATCH.fit(best.to_pymatgen(), truth)
 
 
 def test_a_cubic_candidate_that_fits_needs_no_wyckoff_trials(
