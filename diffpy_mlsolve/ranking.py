@@ -55,8 +55,9 @@ TRIAL_SYMPREC = (1e-3, 0.01)
 # Z tried by the Wyckoff trials at most (the most likely the volume
 # allows first; each costs up to wyckoff.DRAW_BUDGET scored draws)
 WYCKOFF_Z = 3
-# a cubic candidate whose profile Rwp is within this factor of the
-# extraction's floor makes the Wyckoff candidates unneeded (the first 15
+# a candidate of the lattice's crystal system whose profile Rwp is within
+# this factor of the extraction's floor makes the Wyckoff candidates
+# unneeded (measured on cubic cells: the first 15
 # cubic test cells, solved from 3 nm G(r)s, end at 0.97-1.65 times it;
 # Ce3IrI3's wrong Im-3m from a map's I-43m orbits at 7.3)
 WYCKOFF_FIT = 2.0

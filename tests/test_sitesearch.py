@@ -108,22 +108,9 @@ def test_profile_rwp_leaves_reflections_outside_the_pattern_out(rutile):
     truth is scored, near the extraction's floor, not refused as another
     cell (so a 36-atom Ba5P4 was refused, by those past its last angle).
     Another cell is still refused."""
-    from diffpy_mlsolve.phasing import extract_intensities
-    from diffpy_mlsolve.simulate import simulate_pxrd
-
     truth = rutile[0]
-    pattern = simulate_pxrd(
-        truth,
-        "CuKa",
-        tth_range=(30, 120),
-        npoints=4500,
-        fwhm=0.05,
-        eta=0.3,
-        crystallite_size=250.0,
-        counts=1e5,
-        seed=3,
-    )
-    scorer = ProfileScorer(extract_intensities(pattern, truth.lattice))
+    _, refl = measured_pxrd(truth, tth_range=(30, 120))
+    scorer = ProfileScorer(refl)
     assert scorer.rwp(truth) <= 1.5 * scorer.floor
     other = _structure(O_TRUE, Lattice.tetragonal(4.2, 3.3))
     with pytest.raises(PhysicsInputError, match="not in the pattern's cell"):

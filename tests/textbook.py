@@ -82,17 +82,18 @@ def real_structures(
     return out
 
 
-def measured_pxrd(truth, **shape):
-    """(a broadened Cu Kα pattern of ``truth``, 10-120°, its extracted
-    reflections): the data the site-search tests score against."""
+def measured_pxrd(truth, tth_range=(10, 120), **shape):
+    """(a broadened Cu Kα pattern of ``truth``, 10-120° unless told, 50
+    points a degree; its extracted reflections): the data the
+    site-search tests score against."""
     from diffpy_mlsolve.phasing import extract_intensities
     from diffpy_mlsolve.simulate import simulate_pxrd
 
     pattern = simulate_pxrd(
         truth,
         "CuKa",
-        tth_range=(10, 120),
-        npoints=5500,
+        tth_range=tth_range,
+        npoints=int(round(50 * (tth_range[1] - tth_range[0]))),
         fwhm=0.05,
         eta=0.3,
         crystallite_size=250.0,
