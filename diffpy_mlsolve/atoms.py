@@ -69,6 +69,10 @@ _VOLUME_PER_ATOM = (3.0, 150.0)
 #: A network density's electron count, off by a factor of two for some,
 #: then chooses only among Z the volume allows.
 Z_TOLERANCE = 0.3
+#: The spread of ln(Z / volume estimate) on that sample (0.095), with
+#: which :func:`formula_unit_options` weighs a Z against its crystal
+#: system's prior.
+Z_SIGMA = 0.1
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,7 @@ def formula_unit_options(
     spread: int = 1,
     bounded: bool = True,
     tolerance: float | None = Z_TOLERANCE,
+    systems=None,
 ) -> list[int]:
     """Plausible formula units per cell (Z), most likely first.
 
@@ -309,7 +314,12 @@ def formula_unit_options(
     ``bounded`` only Z filling the cell with 3-150 Å^3 per atom are kept,
     and with a ``tolerance`` (default :data:`Z_TOLERANCE`) only Z within
     it of the volume estimate, |ln(Z / estimate)| (the nearest if none
-    is).  Empty when there is no estimate.
+    is).  With the crystal ``systems`` (one or several names) the options
+    are sorted instead by how likely each is: the system's prior
+    (:func:`~diffpy_mlsolve.volumes.formula_unit_prior`) times a normal
+    likelihood of ln(Z / volume estimate) of spread :data:`Z_SIGMA`
+    (Nd2MgS4, cubic, Z = 8, estimate 9.8: 8 before 10, 9 and 11).  Empty
+    when there is no estimate.
     """
     from pymatgen.core import Element
 
@@ -334,6 +344,14 @@ def formula_unit_options(
         off = {z: abs(math.log(z / by_volume)) for z in options}
         least = min(off.values())
         options = {z for z in options if off[z] <= max(tolerance, least)}
+    if systems is not None and by_volume:
+        from diffpy_mlsolve.volumes import formula_unit_prior
+
+        def unlikely(z):
+            off = math.log(z / by_volume) / Z_SIGMA
+            return 0.5 * off**2 - math.log(formula_unit_prior(systems, z))
+
+        return sorted(options, key=lambda z: (unlikely(z), z))
     return sorted(options, key=lambda z: (min(abs(z - g) for g in guesses), z))
 
 

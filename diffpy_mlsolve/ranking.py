@@ -654,7 +654,8 @@ def _wyckoff_candidates(
     times the floor; the maps of large cells show no group or a wrong
     one, and the P1 search overfits): the :data:`WYCKOFF_CANDIDATES`
     best distinct, by the score the ranking uses.  The
-    :data:`WYCKOFF_Z` most likely Z the volume allows
+    :data:`WYCKOFF_Z` most likely Z the volume allows, by the volume and
+    the crystal system's prior
     (:func:`~diffpy_mlsolve.atoms.formula_unit_options`), until one
     gives a trial that fits."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
@@ -678,8 +679,12 @@ def _wyckoff_candidates(
         return []
     electrons = float(np.mean(density.values) * density.volume)
     if formula_units is None:
+        # the hexagonal lattice's trials hold trigonal and hexagonal groups
+        systems = (
+            ("trigonal", "hexagonal") if system == "hexagonal" else system
+        )
         options = formula_unit_options(
-            composition, density.volume, electrons, spread=2
+            composition, density.volume, electrons, spread=2, systems=systems
         )[:WYCKOFF_Z]
     else:
         options = [formula_units]

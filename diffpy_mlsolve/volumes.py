@@ -27,15 +27,20 @@ import numpy as np
 
 __all__ = [
     "TABLE",
+    "Z_TABLE",
     "anion",
     "atomic_volumes",
     "fit_atomic_volumes",
     "formula_units_from_volume",
+    "formula_unit_prior",
     "write_atomic_volumes",
 ]
 
 #: the shipped table of volumes per atom (Å^3)
 TABLE = Path(__file__).with_name("data") / "atomic_volumes.json"
+#: Formula units per conventional cell counted on the training split, by
+#: crystal system (tools/count_formula_units.py)
+Z_TABLE = Path(__file__).with_name("data") / "formula_units.json"
 #: key of the volumes that hold for any partner
 ANY = "*"
 #: the fewest structures with an (element, anion) pair that get it a volume
@@ -165,6 +170,25 @@ def write_atomic_volumes(table, path, source: str):
 def atomic_volumes() -> dict[str, dict[str, float]]:
     """The shipped table: anion (or "*") -> element -> Å^3 per atom."""
     return json.loads(TABLE.read_text())["volumes"]
+
+
+@lru_cache(maxsize=None)
+def _z_counts() -> dict[str, dict[int, int]]:
+    counts = json.loads(Z_TABLE.read_text())["counts"]
+    return {s: {int(z): n for z, n in c.items()} for s, c in counts.items()}
+
+
+def formula_unit_prior(systems, z: int) -> float:
+    """How often a conventional cell of the crystal ``systems`` (one name
+    or several: "trigonal" and "hexagonal" share a lattice) holds ``z``
+    formula units in the training split, with one count added to every
+    Z up to 200 (cubic: Z = 4 for 67 %, 8 for 8 %, 10 never)."""
+    if isinstance(systems, str):
+        systems = (systems,)
+    counts = _z_counts()
+    seen = sum(counts.get(s, {}).get(int(z), 0) for s in systems)
+    total = sum(sum(counts.get(s, {}).values()) for s in systems)
+    return (seen + 1) / (total + 200)
 
 
 def formula_units_from_volume(

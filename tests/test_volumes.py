@@ -141,3 +141,27 @@ def test_shipped_table_is_complete_and_plausible():
     # an atom beside oxygen takes less room than in an intermetallic
     assert table["O"]["Al"] < overall["Al"]
     assert formula_units_from_volume("RnF2", 200.0) is None  # not tabled
+
+
+def test_crystal_system_prior_orders_z():
+    """Cubic cells hold 4 or 8 formula units far more often than 9-11:
+    for a spinel-like estimate of 9.8 (Nd2MgS4, Z = 8) the prior puts 8
+    first, where the volume alone puts 10 first."""
+    from diffpy_mlsolve.volumes import formula_unit_prior
+
+    assert formula_unit_prior("cubic", 4) > 0.5
+    assert formula_unit_prior("cubic", 8) > 50 * formula_unit_prior(
+        "cubic", 10
+    )
+    both = formula_unit_prior(("trigonal", "hexagonal"), 6)
+    assert formula_unit_prior("hexagonal", 6) < both
+    assert both < formula_unit_prior("trigonal", 6)
+    volume = 9.8 / formula_units_from_volume("Nd2MgS4", 1.0)
+    assert formula_unit_options("Nd2MgS4", volume, spread=2)[0] == 10
+    by_prior = formula_unit_options(
+        "Nd2MgS4", volume, spread=2, systems="cubic"
+    )
+    assert by_prior[0] == 8 and sorted(by_prior) == [8, 9, 10, 11, 12]
+    # a clear volume estimate still wins over a common Z
+    assert formula_unit_options("NaCl", 5.64**3, systems="cubic")[0] == 4
+    assert formula_unit_options("SrTiO3", 3.905**3, systems="cubic")[0] == 1
