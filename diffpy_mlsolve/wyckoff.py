@@ -225,31 +225,67 @@ def _candidate_settings(scorer, system, centring) -> list:
 
 def _combinations(number: int, counts: tuple) -> list:
     """Up to :data:`MAX_COMBINATIONS` ways to fill ``counts`` with the
-    group's Wyckoff orbits, fewest orbits first: each a list, per
-    element, of Wyckoff labels ("24e")."""
+    group's Wyckoff orbits, at most :data:`MAX_SITES` per element and a
+    position without free coordinates used once at most, fewest orbits
+    first: each a list, per element, of Wyckoff labels ("24e").
+
+    Built element by element (pyxtal's ``list_wyckoff_combinations``
+    enumerates every way first: 21 GB for KYb(BH4)4's 64 H in an
+    orthorhombic group)."""
     g = _group(number)
-    combos, _, _ = g.list_wyckoff_combinations(
-        list(counts), numWp=(None, MAX_SITES * len(counts)), Nmax=100000
-    )
-    combos = [
-        c
-        for c in combos
-        if all(len(labels) <= MAX_SITES for labels in c)
-        and _distinct_fixed(g, c)
+    positions = [
+        (int(wp.multiplicity), f"{wp.multiplicity}{wp.letter}")
+        for wp in g.Wyckoff_positions
     ]
-    combos.sort(key=lambda c: sum(len(labels) for labels in c))
-    return combos[:MAX_COMBINATIONS]
-
-
-def _distinct_fixed(g, combo) -> bool:
-    """A position without free coordinates is used once at most."""
-    fixed = [
+    fixed = {
         label
-        for labels in combo
-        for label in labels
+        for _, label in positions
         if g.get_wyckoff_position(label).get_dof() == 0
-    ]
-    return len(fixed) == len(set(fixed))
+    }
+    per_element = [_fillings(positions, int(n)) for n in counts]
+    if any(not options for options in per_element):
+        return []
+    out: list = []
+    for total in range(len(counts), MAX_SITES * len(counts) + 1):
+        _product(per_element, total, fixed, [], out)
+        if len(out) >= MAX_COMBINATIONS:
+            break
+    return out[:MAX_COMBINATIONS]
+
+
+def _fillings(positions, count: int) -> list:
+    """The multisets of at most :data:`MAX_SITES` Wyckoff positions
+    (multiplicity, label) whose multiplicities sum to ``count``, as
+    label lists, fewest first."""
+    out = []
+    for k in range(1, MAX_SITES + 1):
+        for pick in itertools.combinations_with_replacement(positions, k):
+            if sum(m for m, _ in pick) == count:
+                out.append([label for _, label in pick])
+    return out
+
+
+def _product(per_element, total, fixed, chosen, out) -> None:
+    """Append to ``out`` the ways (one filling per element) with
+    ``total`` orbits in all and no fixed position used twice, until it
+    holds :data:`MAX_COMBINATIONS`."""
+    if len(out) >= MAX_COMBINATIONS:
+        return
+    i = len(chosen)
+    if i == len(per_element):
+        if total == 0:
+            out.append([list(c) for c in chosen])
+        return
+    left = len(per_element) - i - 1  # each later element needs one orbit
+    used = [label for c in chosen for label in c if label in fixed]
+    for filling in per_element[i]:
+        n = len(filling)
+        if not left <= total - n <= MAX_SITES * left:
+            continue
+        mine = [label for label in filling if label in fixed]
+        if len(set(mine)) < len(mine) or set(mine) & set(used):
+            continue
+        _product(per_element, total - n, fixed, chosen + [filling], out)
 
 
 def _draws(number, combo) -> int:
