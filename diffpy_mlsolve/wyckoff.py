@@ -16,9 +16,9 @@ axes, :func:`settings`): the groups of the lattice (:data:`SYSTEM_GROUPS`)
 whose extinctions the extracted intensities do not contradict
 (:func:`consistent`; a G(r)'s are not tested), highest order first; for
 each, the ways to fill every element's count with at most
-:data:`MAX_SITES` orbits (pyxtal lists them); for each way, :data:`DRAWS`
-draws of the free coordinates, scored by the profile (or G(r)) Rwp and a
-clash penalty.  The :data:`KEEP` best are left for the caller to refine
+:data:`MAX_SITES` orbits (:func:`_combinations`); for each way, draws
+of the free coordinates (more for more of them, :data:`DRAWS`), scored
+by the profile (or G(r)) Rwp and a clash penalty.  The :data:`KEEP` best are left for the caller to refine
 (:mod:`~diffpy_mlsolve.ranking`, through
 :func:`~diffpy_mlsolve.sitesearch.refine_positions`).  Monoclinic and
 triclinic cells get none: their orbits have too many free coordinates
