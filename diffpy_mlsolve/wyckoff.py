@@ -18,8 +18,9 @@ whose extinctions the extracted intensities do not contradict
 each, the ways to fill every element's count with at most
 :data:`MAX_SITES` orbits (:func:`_combinations`); for each way, draws
 of the free coordinates (more for more of them, :data:`DRAWS`), scored
-by the profile (or G(r)) Rwp and a clash penalty.  The :data:`KEEP` best are left for the caller to refine
-(:mod:`~diffpy_mlsolve.ranking`, through
+by the profile (or G(r)) Rwp and a clash penalty.  The :data:`KEEP`
+best are left for the caller to refine (:mod:`~diffpy_mlsolve.ranking`,
+through
 :func:`~diffpy_mlsolve.sitesearch.refine_positions`).  Monoclinic and
 triclinic cells get none: their orbits have too many free coordinates
 for random draws.  It reads nothing but the data's scorer, the cell and
