@@ -50,8 +50,6 @@ ORBIT_TIERS = 3
 ORBIT_LISTED = 12
 # candidates from Wyckoff orbits (ranking._wyckoff_candidates) at most
 WYCKOFF_CANDIDATES = 3
-# spglib tolerances (Å) that find a Wyckoff trial's group
-TRIAL_SYMPREC = (1e-3, 0.01)
 # Z tried by the Wyckoff trials at most (the most likely the volume
 # allows first; each costs up to wyckoff.DRAW_BUDGET scored draws)
 WYCKOFF_Z = 3
@@ -659,7 +657,6 @@ def _wyckoff_candidates(
     (:func:`~diffpy_mlsolve.atoms.formula_unit_options`), until one
     gives a trial that fits."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
-    from diffpy_mlsolve.symmetry import find_symmetry
     from diffpy_mlsolve.volumes import formula_units_from_volume
     from diffpy_mlsolve.wyckoff import (
         SYSTEM_GROUPS,
@@ -703,14 +700,9 @@ def _wyckoff_candidates(
         # every group the extinctions allow, not only the centring
         # find_centring takes: a 3 nm G(r)'s showed F for CaTi4(PdO4)3
         # (Im-3)
-        for _, crystal, number in wyckoff_trials(
+        for _, sym, number in wyckoff_trials(
             scorer, contents, lattice, None, min_distance=min_distance
         ):
-            try:  # exact orbits: a loose tolerance could change the
-                # metric (SnS's 3.98 x 4.33 Å face read as square)
-                sym = find_symmetry(crystal, TRIAL_SYMPREC)
-            except StructureError:
-                continue
             sym, prof = _polished(scorer, sym)
             if prof is None:
                 continue
