@@ -645,8 +645,8 @@ def _wyckoff_candidates(
     cands, density, pattern, composition, formula_units, scorer, min_distance
 ) -> list:
     """Candidates built from Wyckoff orbits of the lattice's groups
-    (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`: cubic, tetragonal,
-    hexagonal and orthorhombic cells), each refined in its group
+    (:func:`~diffpy_mlsolve.wyckoff.wyckoff_trials`; a triclinic cell's
+    in P-1), each refined in its group
     (:func:`_polished`), where no density gave a structure of the
     lattice's system that fits (profile Rwp within :data:`WYCKOFF_FIT`
     times the floor; the maps of large cells show no group or a wrong
@@ -667,7 +667,7 @@ def _wyckoff_candidates(
     lattice = tuple(float(v) for v in density.lattice)
     system = lattice_system(lattice)
     fits = WYCKOFF_FIT * scorer.floor
-    if system is None or any(
+    if any(
         c.symmetry is not None
         and c.symmetry.number in SYSTEM_GROUPS[system]
         and c.info.get("profile_rwp", math.inf) <= fits

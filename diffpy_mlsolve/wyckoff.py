@@ -9,24 +9,26 @@ the cell's contents with whole Wyckoff orbits of the groups the lattice
 and the extinctions allow, draw the free coordinates, and keep what fits
 the data.
 
-:func:`wyckoff_trials` does that for cubic, tetragonal, hexagonal (the
-trigonal and hexagonal groups, R ones on hexagonal axes) and
-orthorhombic cells (each group in every distinct order of the cell's
-axes, :func:`settings`): the groups of the lattice (:data:`SYSTEM_GROUPS`)
-whose extinctions the extracted intensities do not contradict
-(:func:`consistent`; a G(r)'s are not tested), the most likely first
-(by the group's frequency in the training split, its order and the
-extinctions confirmed, :data:`ORDER_WEIGHT`); for
-each, the ways to fill every element's count with at most
-:data:`MAX_SITES` orbits (:func:`_combinations`); for each way, draws
-of the free coordinates (more for more of them, :data:`DRAWS`), scored
-by the profile (or G(r)) Rwp and a clash penalty; the best draw of each
-of the :data:`REFINED` best ways is refined in its group
+:func:`wyckoff_trials` does that for every lattice: cubic, tetragonal,
+hexagonal (the trigonal and hexagonal groups, R ones on hexagonal axes),
+orthorhombic (each group in every distinct order of the cell's axes,
+:func:`settings`), monoclinic (unique axis b along the cell's unique
+one, cell choices 1 and 3) and triclinic (P-1): the groups of the
+lattice (:data:`SYSTEM_GROUPS`) whose extinctions the extracted
+intensities do not contradict (:func:`consistent`; a G(r)'s are not
+tested), the most likely first (by the group's frequency in the
+training split, its order and the extinctions confirmed,
+:data:`ORDER_WEIGHT`); for each, the ways to fill every element's count
+with at most :data:`MAX_SITES` orbits (:func:`_combinations`); for each
+way, draws of the free coordinates (more for more of them,
+:data:`DRAWS`), scored by the profile (or G(r)) Rwp and a clash
+penalty; the best draw of each of the :data:`REFINED` best ways is
+refined in its group
 (:func:`~diffpy_mlsolve.sitesearch.refine_positions`), and the
-:data:`KEEP` best are returned.  Monoclinic and
-triclinic cells get none: their orbits have too many free coordinates
-for random draws.  It reads nothing but the data's scorer, the cell and
-its contents.
+:data:`KEEP` best are returned.  Random draws and a local refinement
+find structures of few free coordinates; a way with many (Ba5P4 in
+Pnma, 15) is rarely found.  It reads nothing but the data's scorer, the
+cell and its contents.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "is_cubic",
     "lattice_system",
     "settings",
+    "unique_axis",
     "system_groups",
     "wyckoff_trials",
 ]
@@ -94,6 +97,8 @@ SYSTEM_GROUPS = {
     "tetragonal": range(75, 143),
     "hexagonal": range(143, 195),
     "orthorhombic": range(16, 75),
+    "monoclinic": range(3, 16),
+    "triclinic": range(2, 3),  # P-1 (P1's sites are the site search's)
 }
 #: A group's extinctions are contradicted when the median normalised
 #: intensity of the isolated groups of reflections it forbids
@@ -113,11 +118,12 @@ def is_cubic(lattice, tol: float = 1e-4) -> bool:
     )
 
 
-def lattice_system(lattice, tol: float = 1e-4) -> str | None:
+def lattice_system(lattice, tol: float = 1e-4) -> str:
     """ "cubic", "tetragonal", "hexagonal" (a = b, γ = 120°: the trigonal
-    and hexagonal groups) or "orthorhombic" for a cell whose metric is
-    that lattice's (as the conventional cell gives it: the unique axis
-    c); None for a monoclinic or triclinic one."""
+    and hexagonal groups), "orthorhombic", "monoclinic" (one angle not
+    90°: :func:`unique_axis`) or "triclinic": the lattice whose metric
+    the cell has (as the conventional cell gives it: a tetragonal or
+    hexagonal cell's unique axis c)."""
     a, b, c, al, be, ga = (float(v) for v in lattice)
     right = all(abs(x - 90.0) <= 1e-3 for x in (al, be, ga))
     same_ab = abs(a - b) <= tol * a
@@ -134,7 +140,16 @@ def lattice_system(lattice, tol: float = 1e-4) -> str | None:
         return "hexagonal"
     if right:
         return "orthorhombic"
-    return None
+    if unique_axis(lattice) is not None:
+        return "monoclinic"
+    return "triclinic"
+
+
+def unique_axis(lattice) -> int | None:
+    """The axis (0, 1, 2) of a monoclinic cell's one angle that is not
+    90° (β: the b axis), or None when not exactly one is."""
+    odd = [abs(float(x) - 90.0) > 1e-3 for x in lattice[3:6]]
+    return odd.index(True) if sum(odd) == 1 else None
 
 
 @lru_cache(maxsize=None)
@@ -191,15 +206,25 @@ def _operations(number: int, axes=(0, 1, 2)) -> list:
     return out
 
 
-def settings(number: int, system: str) -> list[tuple]:
+def settings(number: int, system: str, unique: int = 1) -> list[tuple]:
     """The axis orders that give the group's distinct settings on the
     data's axes (each as :func:`_operations` takes it): the six of an
     orthorhombic group that change its operations (Pnma's six, Pmmm's
-    one); the standard one for the other lattices."""
-    if system != "orthorhombic":
+    one); the two of a monoclinic group with its unique axis b along
+    the data's ``unique`` axis (P2_1/c and P2_1/a: cell choices 1 and 3;
+    P2_1/n's is not tried); the standard one for the other lattices."""
+    if system == "orthorhombic":
+        orders = itertools.permutations(range(3))
+    elif system == "monoclinic":
+        orders = [
+            axes
+            for axes in itertools.permutations(range(3))
+            if axes[1] == unique
+        ]
+    else:
         return [(0, 1, 2)]
     seen, out = set(), []
-    for axes in itertools.permutations(range(3)):
+    for axes in orders:
         key = frozenset(
             (tuple(rot.ravel()), tuple(np.round(np.mod(t, 1.0), 4) % 1.0))
             for rot, t in _operations(number, axes)
@@ -244,7 +269,7 @@ def consistent(reflections, number: int, axes=(0, 1, 2)) -> tuple:
     )
 
 
-def _candidate_settings(scorer, system, centring) -> list:
+def _candidate_settings(scorer, system, centring, unique: int = 1) -> list:
     """(group number, axes) to try, at most :data:`MAX_SETTINGS`: the
     lattice's groups (of ``centring``), each setting whose extinctions a
     powder pattern's intensities allow (a G(r)'s are not tested), the
@@ -254,7 +279,7 @@ def _candidate_settings(scorer, system, centring) -> list:
     out = []
     for number in system_groups(system, centring):
         order = len(_group(number).Wyckoff_positions[0].ops)
-        for axes in settings(number, system):
+        for axes in settings(number, system, unique):
             confirmed = 0
             if powder:
                 ok, confirmed = consistent(refl, number, axes)
@@ -416,9 +441,8 @@ def wyckoff_trials(
         The best draws of the :data:`REFINED` best ways, each refined in
         its group (:func:`~diffpy_mlsolve.sitesearch.refine_positions`;
         found at :data:`TRIAL_SYMPREC`, in spglib's standard setting),
-        lowest score (profile Rwp plus the clash) first; empty for a
-        monoclinic or triclinic cell or contents no group's orbits can
-        hold.
+        lowest score (profile Rwp plus the clash) first; empty for
+        contents no group's orbits can hold.
     """
     from diffpy_mlsolve.atoms import _lattice_matrix, contact_limits
     from diffpy_mlsolve.errors import MLSolveError
@@ -431,8 +455,7 @@ def wyckoff_trials(
     from diffpy_mlsolve.symmetry import find_symmetry
 
     system = lattice_system(lattice)
-    if system is None:
-        return []
+    unique = unique_axis(lattice) if system == "monoclinic" else 1
     elements = sorted(contents)
     counts = tuple(int(contents[e]) for e in elements)
     natoms = sum(counts)
@@ -442,7 +465,9 @@ def wyckoff_trials(
     formula = "".join(f"{e}{n}" for e, n in zip(elements, counts))
     ways = [
         (number, axes, combo)
-        for number, axes in _candidate_settings(scorer, system, centring)
+        for number, axes in _candidate_settings(
+            scorer, system, centring, unique
+        )
         for combo in _combinations(number, counts)
     ]
     draws = np.array([_draws(number, combo) for number, _, combo in ways])

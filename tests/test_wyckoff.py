@@ -24,6 +24,7 @@ from diffpy_mlsolve.wyckoff import (
     lattice_system,
     settings,
     system_groups,
+    unique_axis,
     wyckoff_trials,
 )
 
@@ -71,15 +72,42 @@ def test_the_lattices_that_get_trials():
     assert lattice_system((5.4, 5.4, 5.5, 90, 90, 90)) == "tetragonal"
     assert lattice_system((3.2, 3.2, 5.1, 90, 90, 120)) == "hexagonal"
     assert lattice_system((3.98, 4.33, 11.19, 90, 90, 90)) == "orthorhombic"
-    assert lattice_system((5.4, 6.1, 7.2, 90, 101, 90)) is None
-    assert [len(system_groups(k)) for k in SYSTEM_GROUPS] == [36, 68, 52, 59]
+    assert lattice_system((5.4, 6.1, 7.2, 90, 101, 90)) == "monoclinic"
+    assert lattice_system((5.4, 6.1, 7.2, 90, 90, 101)) == "monoclinic"
+    assert lattice_system((5.4, 6.1, 7.2, 91, 101, 90)) == "triclinic"
+    assert unique_axis((5.4, 6.1, 7.2, 90, 101, 90)) == 1
+    assert unique_axis((5.4, 6.1, 7.2, 90, 90, 101)) == 2
+    assert unique_axis((5.4, 6.1, 7.2, 91, 101, 90)) is None
+    assert [len(system_groups(k)) for k in SYSTEM_GROUPS] == [
+        36,
+        68,
+        52,
+        59,
+        13,
+        1,
+    ]
 
-    class Unused:  # a monoclinic cell must not get as far as scoring
-        def rwp(self, crystal):
-            raise AssertionError("a monoclinic cell's trial was scored")
 
-    monoclinic = (5.4, 6.1, 7.2, 90, 101, 90)
-    assert wyckoff_trials(Unused(), {"Fe": 4}, monoclinic) == []
+def test_monoclinic_settings_keep_the_unique_axis():
+    """P2_1/c with b unique in the data: P2_1/c and P2_1/a (cell choices
+    1 and 3; a 2_1 along b either way); with c unique, the screw axis
+    along c and the glide along a or b."""
+    b = settings(14, "monoclinic", 1)
+    assert b == [(0, 1, 2), (2, 1, 0)]
+    c = settings(14, "monoclinic", 2)
+    assert all(axes[1] == 2 for axes in c) and len(c) == 2
+    assert settings(10, "monoclinic", 1) == [(0, 1, 2)]  # P2/m
+    # 0k0 with k odd is absent in each; h0l with l odd in P2_1/c only,
+    # h odd in P2_1/a
+    hkl = [[0, 1, 0], [1, 0, 1], [2, 0, 1], [1, 0, 2]]
+    assert _forbidden(14, b[0])(hkl).tolist() == [1, 1, 1, 0]
+    assert _forbidden(14, b[1])(hkl).tolist() == [1, 1, 0, 1]
+    # c unique: 00l with l odd in both, hk0 with k odd or h odd
+    hkl = [[0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 0]]
+    assert sorted(_forbidden(14, axes)(hkl).tolist() for axes in c) == [
+        [1, 0, 1, 1],
+        [1, 1, 0, 1],
+    ]
 
 
 def test_orthorhombic_settings_and_their_extinctions():
