@@ -59,6 +59,12 @@ WYCKOFF_Z = 3
 # cubic test cells, solved from 3 nm G(r)s, end at 0.97-1.65 times it;
 # Ce3IrI3's wrong Im-3m from a map's I-43m orbits at 7.3)
 WYCKOFF_FIT = 2.0
+# a Wyckoff trial within this factor of the floor is not annealed further
+# (wyckoff_trials' ``fits``): the true structures of the first
+# orthorhombic, monoclinic and triclinic test cells, refined from
+# trials, end at 1.05-1.2 times it (CaAu2, Al2O3, SrSeO3, HoNbO4,
+# Gd3AuO6, Tl2GeS3); a wrong P-1 trial of Gd3AuO6 at 1.8
+ANNEAL_FIT = 1.3
 # least agreement of a group of the pattern's centring with the map
 # averaged over its translations (the data, not the map, show the
 # centring: on KOsF6's network maps R-3 and R-3m agree to 0.42)
@@ -655,7 +661,9 @@ def _wyckoff_candidates(
     :data:`WYCKOFF_Z` most likely Z the volume allows, by the volume and
     the crystal system's prior
     (:func:`~diffpy_mlsolve.atoms.formula_unit_options`), until one
-    gives a trial that fits."""
+    gives a trial that fits.  Where no trial of a Z comes within
+    :data:`ANNEAL_FIT` times the floor, the trials anneal their best ways
+    (many free coordinates defeat random draws)."""
     from diffpy_mlsolve.atoms import cell_contents, formula_unit_options
     from diffpy_mlsolve.volumes import formula_units_from_volume
     from diffpy_mlsolve.wyckoff import (
@@ -701,7 +709,12 @@ def _wyckoff_candidates(
         # find_centring takes: a 3 nm G(r)'s showed F for CaTi4(PdO4)3
         # (Im-3)
         for _, sym, number in wyckoff_trials(
-            scorer, contents, lattice, None, min_distance=min_distance
+            scorer,
+            contents,
+            lattice,
+            None,
+            min_distance=min_distance,
+            fits=ANNEAL_FIT * scorer.floor,
         ):
             sym, prof = _polished(scorer, sym)
             if prof is None:

@@ -65,6 +65,10 @@ MAX_COMBINATIONS = 16
 DRAWS = 6
 MAX_DRAWS = 100
 DRAW_BUDGET = 30000
+#: Of each way's draws, those of lowest Rwp whose clash is checked.
+CLASH_CHECKED = 8
+#: Complex phases held at once when scoring draws (memory: 16 bytes each).
+PHASE_CHUNK = 4_000_000
 #: Ways whose best draw is refined (the lowest scores first): a draw's
 #: own score is a poor guide (CaAu2 in Imma, 8h + 4e: its best draw
 #: scored 0.154 beside other groups' 0.138, and refined to the truth's
@@ -72,6 +76,18 @@ DRAW_BUDGET = 30000
 REFINED = 64
 #: Trials returned (lowest score after refinement first).
 KEEP = 8
+#: Where no refined draw fits: the ways of the best refined draws
+#: annealed (:func:`_anneal`), the chains run at once, their steps, the
+#: starting temperature (Rwp), and the best chain ends refined.  Random
+#: draws do not find many free coordinates: of 200 refined random
+#: starts in Tl2GeS3's own P-1 way (18), none reached the truth; 128
+#: chains of 2000 steps did, 3 of their 10 best (Gd3AuO6, 12 free
+#: coordinates: all 10).
+ANNEAL_WAYS = 2
+ANNEAL_CHAINS = 64
+ANNEAL_STEPS = 2000
+ANNEAL_T = 0.01
+ANNEAL_REFINED = 4
 #: spglib tolerances (Å) that find a trial's group: exact orbits; a
 #: loose tolerance could change the metric (SnS's 3.98 x 4.33 Å face
 #: read as square).
@@ -373,22 +389,106 @@ def _draws(number, combo) -> int:
     return int(min(MAX_DRAWS, DRAWS * 2**dof))
 
 
-def _trial(number, combo, elements, rng, axes=(0, 1, 2)):
-    """(frac (n, 3) on the data's axes, elements) of one draw of a way to
-    fill the cell."""
+def _way_map(number, combo, elements, axes=(0, 1, 2)):
+    """A way to fill the cell as an affine map of one free point per
+    orbit: (A (n, 3, 3), b (n, 3), orbit (n,), elements (n,)), atom j at
+    A_j v_(orbit j) + b_j on the data's axes for any points v (norb, 3)
+    (each orbit's point put on its Wyckoff position by the position's
+    first operation, then imaged by its operations, as pyxtal's
+    ``apply_ops`` does)."""
     g = _group(number)
-    frac, els = [], []
+    perm = np.zeros((3, 3))
+    perm[list(axes), [0, 1, 2]] = 1.0
+    mats, shifts, orbit, els = [], [], [], []
+    k = 0
     for element, labels in zip(elements, combo):
         for label in labels:
             wp = g.get_wyckoff_position(label)
-            point = wp.ops[0].operate(rng.random(3))
-            orbit = np.mod(np.asarray(wp.apply_ops(point), float), 1.0)
-            frac.append(orbit)
-            els += [element] * len(orbit)
-    standard = np.vstack(frac)
-    out = np.empty_like(standard)
-    out[:, list(axes)] = standard
-    return out, els
+            p0 = np.asarray(wp.ops[0].rotation_matrix, float)
+            t0 = np.asarray(wp.ops[0].translation_vector, float)
+            for op in wp.ops:
+                rot = np.asarray(op.rotation_matrix, float)
+                mats.append(perm @ rot @ p0)
+                shifts.append(perm @ (rot @ t0 + op.translation_vector))
+                orbit.append(k)
+                els.append(element)
+            k += 1
+    return np.array(mats), np.array(shifts), np.array(orbit), els
+
+
+def _place(way, points) -> np.ndarray:
+    """(K, n, 3) the atoms of K sets of free ``points`` (K, norb, 3) of a
+    :func:`_way_map`."""
+    mats, shifts, orbit, _ = way
+    frac = np.einsum("nij,knj->kni", mats, points[:, orbit]) + shifts
+    return np.mod(frac, 1.0)
+
+
+def _anneal(scorer, way, rng, chains=None, steps=None) -> np.ndarray:
+    """(K, n, 3) the best atoms each of ``chains`` annealing runs found in
+    a way, lowest Rwp first (:func:`_draw_rwp`; all run at once): each
+    step moves one orbit's free point of each chain (Gaussian, σ from
+    0.16 to 0.01 of the cell; one move in ten a new random point),
+    kept by the Metropolis rule at a temperature falling from
+    :data:`ANNEAL_T` to 0.0005 in Rwp, as FOX's annealing."""
+    chains = ANNEAL_CHAINS if chains is None else chains
+    steps = ANNEAL_STEPS if steps is None else steps
+    mats, _, orbit, els = way
+    free = np.flatnonzero(
+        [np.abs(mats[orbit == k]).sum() > 0 for k in range(orbit.max() + 1)]
+    )
+    points = rng.random((chains, orbit.max() + 1, 3))
+    rwp = _draw_rwp(scorer, _place(way, points), els)
+    best, best_rwp = points.copy(), rwp.copy()
+    if free.size == 0:
+        return _place(way, best[:1])
+    rows = np.arange(chains)
+    for step in range(steps):
+        frac = step / steps
+        temp = ANNEAL_T * (0.0005 / ANNEAL_T) ** frac
+        sigma = 0.15 * (1 - frac) + 0.01
+        moved = points.copy()
+        k = free[rng.integers(free.size, size=chains)]
+        moved[rows, k] += rng.normal(size=(chains, 3)) * sigma
+        jump = rng.random(chains) < 0.1
+        moved[jump, k[jump]] = rng.random((int(jump.sum()), 3))
+        moved = np.mod(moved, 1.0)
+        new = _draw_rwp(scorer, _place(way, moved), els)
+        with np.errstate(over="ignore"):
+            keep = (new < rwp) | (
+                rng.random(chains) < np.exp(-(new - rwp) / temp)
+            )
+        points[keep], rwp[keep] = moved[keep], new[keep]
+        better = rwp < best_rwp
+        best[better], best_rwp[better] = points[better], rwp[better]
+    return _place(way, best[np.argsort(best_rwp)])
+
+
+def _draw_rwp(scorer, fracs, elements, biso: float = 1.0) -> np.ndarray:
+    """(K,) the scorer's Rwp of K draws of one way, ``fracs`` (K, n, 3)
+    on the data's axes, ``elements`` (n,) their atoms, all at ``biso``
+    (no B shift): the structure factors of the extracted reflections at
+    once (:meth:`~diffpy_mlsolve.sitesearch.ProfileScorer.rwp_of_many`),
+    each phase exp(2πi h·x) a product of three looked up in tables of
+    exp(2πi h x) per axis (no exponential per reflection)."""
+    hkl = np.rint(np.asarray(scorer.hkl, float)).astype(int)
+    top = np.abs(hkl).max(0)
+    index = hkl + top  # into tables of -top..top
+    els = np.asarray(elements)
+    amp = {e: scorer.form_factor(e, biso)[:, None] for e in set(elements)}
+    out = np.empty(len(fracs))
+    step = max(1, PHASE_CHUNK // max(len(hkl) * fracs.shape[1], 1))
+    for i in range(0, len(fracs), step):
+        x = fracs[i : i + step]
+        phase = None
+        for axis in range(3):
+            h = np.arange(-top[axis], top[axis] + 1)
+            table = np.exp(2j * np.pi * x[:, :, axis, None] * h)
+            part = table[:, :, index[:, axis]]  # (k, n, H)
+            phase = part if phase is None else phase * part
+        f = sum(a * phase[:, els == e, :].sum(1).T for e, a in amp.items())
+        out[i : i + step] = scorer.rwp_of_many(f)
+    return out
 
 
 def _clash(frac, elements, matrix, limit) -> float:
@@ -411,6 +511,7 @@ def wyckoff_trials(
     seed: int = 0,
     min_distance: float = 0.9,
     keep: int = KEEP,
+    fits: float | None = None,
 ) -> list:
     """The best-scoring fillings of a cell with Wyckoff orbits.
 
@@ -434,79 +535,94 @@ def wyckoff_trials(
         (:func:`~diffpy_mlsolve.atoms.contact_limits`).
     keep : int
         Trials returned.
+    fits : float, optional
+        A score that fits the data: when no refined draw reaches it, the
+        :data:`ANNEAL_WAYS` ways of the best are annealed
+        (:func:`_anneal`) and the :data:`ANNEAL_REFINED` best ends of
+        each refined too.  None: no annealing.
 
     Returns
     -------
     list of (score, SymmetrizedStructure, group number drawn in)
-        The best draws of the :data:`REFINED` best ways, each refined in
-        its group (:func:`~diffpy_mlsolve.sitesearch.refine_positions`;
-        found at :data:`TRIAL_SYMPREC`, in spglib's standard setting),
-        lowest score (profile Rwp plus the clash) first; empty for
-        contents no group's orbits can hold.
+        The best draws of the :data:`REFINED` best ways (and annealed
+        ones), each refined in its group
+        (:func:`~diffpy_mlsolve.sitesearch.refine_positions`; found at
+        :data:`TRIAL_SYMPREC`, in spglib's standard setting), lowest
+        score (profile Rwp plus the clash) first; empty for contents no
+        group's orbits can hold.
     """
     from diffpy_mlsolve.atoms import _lattice_matrix, contact_limits
     from diffpy_mlsolve.errors import MLSolveError
     from diffpy_mlsolve.sitesearch import refine_positions
-    from diffpy_mlsolve.structures import (
-        CrystalArrays,
-        _symbol_to_z,
-        _z_to_symbol,
-    )
+    from diffpy_mlsolve.structures import CrystalArrays, _symbol_to_z
     from diffpy_mlsolve.symmetry import find_symmetry
 
     system = lattice_system(lattice)
     unique = unique_axis(lattice) if system == "monoclinic" else 1
     elements = sorted(contents)
     counts = tuple(int(contents[e]) for e in elements)
-    natoms = sum(counts)
     matrix = _lattice_matrix(lattice)
     limit = contact_limits(elements, min_distance)
     rng = np.random.default_rng(seed)
     formula = "".join(f"{e}{n}" for e, n in zip(elements, counts))
-    ways = [
-        (number, axes, combo)
-        for number, axes in _candidate_settings(
-            scorer, system, centring, unique
-        )
-        for combo in _combinations(number, counts)
-    ]
+    ways, first = [], []  # first: the index of the setting's first way
+    for number, axes in _candidate_settings(scorer, system, centring, unique):
+        start = len(ways)
+        for combo in _combinations(number, counts):
+            ways.append(
+                (number, _way_map(number, combo, elements, axes), combo)
+            )
+            first.append(start)
     draws = np.array([_draws(number, combo) for number, _, combo in ways])
     if draws.sum() > DRAW_BUDGET:
         draws = np.maximum(DRAWS, draws * DRAW_BUDGET // draws.sum())
-    scored = []  # the best draw of each way
-    for (number, axes, combo), ndraw in zip(ways, draws):
-        best = None
-        for _ in range(int(ndraw)):
-            frac, els = _trial(number, combo, elements, rng, axes)
-            if len(frac) != natoms:
-                continue  # positions that coincide
-            crystal = CrystalArrays(
-                np.asarray(lattice, float),
-                frac,
-                np.array([_symbol_to_z(e, e) for e in els]),
-                np.ones(natoms),
-                np.ones(natoms),
-                formula,
-            )
-            try:
-                r = scorer.rwp(crystal)
-            except MLSolveError:
-                continue
-            score = r + _clash(frac, els, matrix, limit)
-            if best is None or score < best[0]:
-                best = (score, crystal, number)
-        if best is not None:
-            scored.append(best)
-    scored.sort(key=lambda t: t[0])
-    refined = []
-    for _, crystal, number in scored[:REFINED]:
+
+    def refined(frac, way):
+        """(score, sym) of atoms of a way refined in their group; None
+        for atoms that coincide or leave the data's cell."""
+        els = way[3]
+        crystal = CrystalArrays(
+            np.asarray(lattice, float),
+            frac,
+            np.array([_symbol_to_z(e, e) for e in els]),
+            np.ones(len(els)),
+            np.ones(len(els)),
+            formula,
+        )
         try:
             sym = find_symmetry(crystal, TRIAL_SYMPREC)
             sym, r = refine_positions(scorer, sym, min_distance=min_distance)
-        except MLSolveError:  # atoms that coincide; not the data's cell
-            continue
-        frac = sym.to_crystal().frac
-        els = [_z_to_symbol(int(z)) for z in sym.to_crystal().numbers]
-        refined.append((r + _clash(frac, els, matrix, limit), sym, number))
-    refined.sort(key=lambda t: t[0])
-    return refined[:keep]
+        except MLSolveError:
+            return None
+        return r + _clash(sym.to_crystal().frac, els, matrix, limit), sym
+
+    scored = []  # the best draw of each way: (score, atoms, way index)
+    for i, ((number, way, _), ndraw) in enumerate(zip(ways, draws)):
+        points = rng.random((int(ndraw), way[2].max() + 1, 3))
+        fracs = _place(way, points)
+        rwp = _draw_rwp(scorer, fracs, way[3])
+        best = min(
+            (float(rwp[k]) + _clash(fracs[k], way[3], matrix, limit), k)
+            for k in np.argsort(rwp)[:CLASH_CHECKED]
+        )
+        scored.append((best[0], fracs[best[1]], i))
+    scored.sort(key=lambda t: t[0])
+    out = []  # (score, sym, group number, way index)
+    for _, frac, i in scored[:REFINED]:
+        got = refined(frac, ways[i][1])
+        if got is not None:
+            out.append((*got, ways[i][0], i))
+    out.sort(key=lambda t: t[0])
+    if fits is not None and not (out and out[0][0] <= fits):
+        # nothing fits: anneal the best trial's way and its setting's way
+        # of fewest orbits (Tl2GeS3's, all in P-1's 2i, refines worse
+        # from random draws than ways with fixed positions), then the
+        # next trial's
+        order = [j for t in out for j in (t[3], first[t[3]])]
+        for i in list(dict.fromkeys(order))[:ANNEAL_WAYS]:
+            for frac in _anneal(scorer, ways[i][1], rng)[:ANNEAL_REFINED]:
+                got = refined(frac, ways[i][1])
+                if got is not None:
+                    out.append((*got, ways[i][0], i))
+        out.sort(key=lambda t: t[0])
+    return [t[:3] for t in out[:keep]]

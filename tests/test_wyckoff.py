@@ -251,6 +251,57 @@ def test_trials_find_pyrite_by_the_fit(pyrite):
     assert others and all(t[0] > 2 * scorer.rwp(truth) for t in others)
 
 
+def test_a_way_places_whole_orbits_on_the_data_axes():
+    """A way's affine map puts each orbit where pyxtal's operations put
+    it, with the standard axes moved to the data's."""
+    from pyxtal.symmetry import Group
+
+    from diffpy_mlsolve.wyckoff import _place, _way_map
+
+    axes = (2, 0, 1)
+    way = _way_map(62, [["4c"], ["8d"]], ["S", "Sn"], axes)
+    assert way[3] == ["S"] * 4 + ["Sn"] * 8
+    points = np.random.default_rng(3).random((2, 2, 3))
+    frac = _place(way, points)
+    g = Group(62)
+    for k in range(2):
+        want = []
+        for label, v in zip(("4c", "8d"), points[k]):
+            wp = g.get_wyckoff_position(label)
+            want.append(np.asarray(wp.apply_ops(wp.ops[0].operate(v))))
+        want = np.mod(np.vstack(want), 1.0)
+        moved = np.empty_like(want)
+        moved[:, list(axes)] = want
+        assert np.allclose(frac[k], moved)
+
+
+def test_annealing_a_way_finds_its_structure(herzenbergite):
+    """SnS's way (S and Sn on Pnma's 4c, on the data's axes b, c, a)
+    annealed with few chains: the best end, refined, is SnS at the
+    truth's Rwp."""
+    from diffpy_mlsolve.sitesearch import refine_positions
+    from diffpy_mlsolve.structures import CrystalArrays
+    from diffpy_mlsolve.symmetry import find_symmetry
+    from diffpy_mlsolve.wyckoff import _anneal, _way_map
+
+    truth, _, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    way = _way_map(62, [["4c"], ["4c"]], ["S", "Sn"], (2, 0, 1))
+    ends = _anneal(scorer, way, np.random.default_rng(0), 16, 300)
+    assert ends.shape == (16, 8, 3)
+    crystal = CrystalArrays(
+        np.asarray(truth.lattice.parameters, float),
+        ends[0],
+        np.array([16] * 4 + [50] * 4),
+        np.ones(8),
+        np.ones(8),
+        "S4Sn4",
+    )
+    sym, r = refine_positions(scorer, find_symmetry(crystal, (1e-3, 0.01)))
+    assert MATCH.fit(sym.to_pymatgen(), truth)
+    assert r == pytest.approx(scorer.rwp(truth), rel=0.05)
+
+
 def test_trials_keep_the_data_centring(pyrite):
     truth, _, refl = pyrite
     scorer = ProfileScorer(refl)
