@@ -26,9 +26,10 @@ penalty; the best draw of each of the :data:`REFINED` best ways is
 refined in its group
 (:func:`~diffpy_mlsolve.sitesearch.refine_positions`), and the
 :data:`KEEP` best are returned.  Random draws and a local refinement
-find structures of few free coordinates; a way with many (Ba5P4 in
-Pnma, 15) is rarely found.  It reads nothing but the data's scorer, the
-cell and its contents.
+find structures of few free coordinates only; where no refined draw
+fits, the best ways are annealed (:func:`_anneal`, as FOX does), which
+finds Tl2GeS3's 18 in P-1 but not Ba5P4's 15 in Pnma (36 atoms).  It
+reads nothing but the data's scorer, the cell and its contents.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ __all__ = [
     "is_cubic",
     "lattice_system",
     "settings",
-    "unique_axis",
     "system_groups",
+    "unique_axis",
     "wyckoff_trials",
 ]
 
@@ -88,6 +89,11 @@ ANNEAL_CHAINS = 64
 ANNEAL_STEPS = 2000
 ANNEAL_T = 0.01
 ANNEAL_REFINED = 4
+#: Phase products (chains × steps × atoms × reflections) one way's
+#: annealing may cost at most, fewer steps where it would cost more
+#: (about 3e8 a second on one core: Tl2GeS3's 1.6e10 took 50 s; a large
+#: cell's G(r), 56 atoms and 10^5 reflections, would take an hour).
+ANNEAL_BUDGET = 1e11
 #: spglib tolerances (Å) that find a trial's group: exact orbits; a
 #: loose tolerance could change the metric (SnS's 3.98 x 4.33 Å face
 #: read as square).
@@ -430,10 +436,14 @@ def _anneal(scorer, way, rng, chains=None, steps=None) -> np.ndarray:
     step moves one orbit's free point of each chain (Gaussian, σ from
     0.16 to 0.01 of the cell; one move in ten a new random point),
     kept by the Metropolis rule at a temperature falling from
-    :data:`ANNEAL_T` to 0.0005 in Rwp, as FOX's annealing."""
-    chains = ANNEAL_CHAINS if chains is None else chains
-    steps = ANNEAL_STEPS if steps is None else steps
+    :data:`ANNEAL_T` to 0.0005 in Rwp, as FOX's annealing.  By default
+    :data:`ANNEAL_STEPS`, fewer where they would cost more than
+    :data:`ANNEAL_BUDGET`."""
     mats, _, orbit, els = way
+    chains = ANNEAL_CHAINS if chains is None else chains
+    if steps is None:
+        cost = chains * len(orbit) * len(scorer.hkl)
+        steps = int(min(ANNEAL_STEPS, ANNEAL_BUDGET // cost))
     free = np.flatnonzero(
         [np.abs(mats[orbit == k]).sum() > 0 for k in range(orbit.max() + 1)]
     )
