@@ -93,7 +93,7 @@ ANNEAL_REFINED = 4
 #: annealing may cost at most, fewer steps where it would cost more
 #: (about 3e8 a second on one core: Tl2GeS3's 1.6e10 took 50 s; a large
 #: cell's G(r), 56 atoms and 10^5 reflections, would take an hour).
-ANNEAL_BUDGET = 1e11
+ANNEAL_BUDGET = 3e10
 #: spglib tolerances (Å) that find a trial's group: exact orbits; a
 #: loose tolerance could change the metric (SnS's 3.98 x 4.33 Å face
 #: read as square).
