@@ -564,7 +564,11 @@ def wyckoff_trials(
     from diffpy_mlsolve.atoms import _lattice_matrix, contact_limits
     from diffpy_mlsolve.errors import MLSolveError
     from diffpy_mlsolve.sitesearch import refine_positions
-    from diffpy_mlsolve.structures import CrystalArrays, _symbol_to_z
+    from diffpy_mlsolve.structures import (
+        CrystalArrays,
+        _symbol_to_z,
+        _z_to_symbol,
+    )
     from diffpy_mlsolve.symmetry import find_symmetry
 
     system = lattice_system(lattice)
@@ -589,7 +593,9 @@ def wyckoff_trials(
 
     def refined(frac, way):
         """(score, sym) of atoms of a way refined in their group; None
-        for atoms that coincide or leave the data's cell."""
+        for atoms that coincide (in spglib's group or on refinement: an
+        annealed atom within 1e-3 of a special position merges with its
+        image) or leave the data's cell."""
         els = way[3]
         crystal = CrystalArrays(
             np.asarray(lattice, float),
@@ -604,7 +610,11 @@ def wyckoff_trials(
             sym, r = refine_positions(scorer, sym, min_distance=min_distance)
         except MLSolveError:
             return None
-        return r + _clash(sym.to_crystal().frac, els, matrix, limit), sym
+        out = sym.to_crystal()
+        if out.natoms != len(els):
+            return None
+        els = [_z_to_symbol(int(z)) for z in out.numbers]
+        return r + _clash(out.frac, els, matrix, limit), sym
 
     scored = []  # the best draw of each way: (score, atoms, way index)
     for i, ((number, way, _), ndraw) in enumerate(zip(ways, draws)):

@@ -302,6 +302,36 @@ def test_annealing_a_way_finds_its_structure(herzenbergite):
     assert r == pytest.approx(scorer.rwp(truth), rel=0.05)
 
 
+def test_a_trial_that_loses_atoms_on_refinement_is_dropped(
+    herzenbergite, monkeypatch
+):
+    """Refinement can merge an atom with its image (an annealed atom
+    within 1e-3 of a special position): such a trial has other contents
+    and is dropped, not scored (it crashed the clash test)."""
+    import dataclasses
+
+    import diffpy_mlsolve.sitesearch as sitesearch
+
+    truth, _, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    real = sitesearch.refine_positions
+
+    def merging(scorer, sym, **kw):
+        sym, r = real(scorer, sym, **kw)
+        if sym.number != 62:
+            return sym, r
+        # one S site's image lands on another: an atom fewer
+        frac = np.array(sym.frac, float)
+        return dataclasses.replace(sym, frac=frac[1:]), r
+
+    monkeypatch.setattr(sitesearch, "refine_positions", merging)
+    trials = wyckoff_trials(
+        scorer, {"Sn": 4, "S": 4}, truth.lattice.parameters
+    )
+    assert trials and all(sym.number != 62 for _, sym, _ in trials)
+    assert all(sym.to_crystal().natoms == 8 for _, sym, _ in trials)
+
+
 def test_trials_keep_the_data_centring(pyrite):
     truth, _, refl = pyrite
     scorer = ProfileScorer(refl)
