@@ -161,7 +161,9 @@ def evaluate_atoms(
         A checkpoint folder; default the shipped model.
     systems, limit : filters of the source.
     skip : int
-        Leave out the first ``skip`` structures; the others keep the
+        Leave out the first ``skip`` structures (of the ``limit``
+        selected: ``limit=7, skip=4`` solves the 5th-7th); the others
+        keep the
         data they have in the whole run (each structure's measurement
         conditions are seeded by its place in the table), so one
         evaluation can be split over processes.
@@ -215,6 +217,14 @@ def evaluate_atoms(
     solver = get_solver("crystalnet", device=device, weights=model)
     records = list(open_source(structures, systems=systems, limit=limit))
     n = len(records)
+    if int(skip) >= n:
+        from diffpy_mlsolve.errors import StructureError
+
+        raise StructureError(
+            f"skip={skip} leaves none of the {n} structures selected "
+            f"(limit={limit} counts from the table's start, before the "
+            "skip): lower skip or raise limit."
+        )
     control = bool(control) and n > 1
     sizes = [None] if input == "pxrd" else [float(d) for d in diameters]
     jobs = [(i, d) for i in range(int(skip), n) for d in sizes]

@@ -352,7 +352,7 @@ def test_a_long_evaluation_keeps_its_solves_as_it_goes(tmp_path, monkeypatch):
 
 
 def test_an_evaluation_split_by_skip_keeps_each_structures_data(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     """`evaluate --skip 1` solves only the second structure, from the
     same data it has in the whole run (its measurement conditions are
@@ -378,3 +378,10 @@ def test_an_evaluation_split_by_skip_keeps_each_structures_data(
     report = json.loads(out.read_text())
     assert [r["material_id"] for r in report["per_structure"]] == ["tb-NaCl"]
     assert report["atoms"]["settings"]["skip"] == 1
+    # a skip that leaves nothing is an error that says so, and no report
+    # is written (it crashed formatting an empty one)
+    seeded.clear()
+    empty = tmp_path / "none.json"
+    assert cli.main(args[:-1] + ["2", "--out", str(empty)]) == 1
+    assert "skip=2 leaves none of the 2" in capsys.readouterr().err
+    assert not empty.exists() and not seeded
