@@ -332,6 +332,35 @@ def test_a_trial_that_loses_atoms_on_refinement_is_dropped(
     assert all(sym.to_crystal().natoms == 8 for _, sym, _ in trials)
 
 
+def test_trials_solve_a_monoclinic_cell():
+    """A P2_1/m cell (b unique, β = 104°; Sr, Se and two O on 2e, eight
+    free coordinates) from its pattern alone: the best trial, refined as
+    the solver refines it, is the structure in P2_1/m."""
+    truth = Structure.from_spacegroup(
+        "P2_1/m",
+        Lattice.monoclinic(4.9, 5.6, 6.3, 104.0),
+        ["Sr", "Se", "O", "O"],
+        [
+            [0.31, 0.25, 0.18],
+            [0.82, 0.25, 0.66],
+            [0.12, 0.25, 0.59],
+            [0.55, 0.25, 0.12],
+        ],
+    )
+    _, refl = measured_pxrd(truth)
+    scorer = ProfileScorer(refl)
+    trials = wyckoff_trials(
+        scorer,
+        {"O": 4, "Se": 2, "Sr": 2},
+        truth.lattice.parameters,
+        fits=1.3 * scorer.floor,
+    )
+    sym, r = _polished(scorer, trials[0][1])
+    assert sym.symbol == "P2_1/m"
+    assert MATCH.fit(sym.to_pymatgen(), truth)
+    assert r < 1.5 * scorer.rwp(truth)
+
+
 def test_trials_keep_the_data_centring(pyrite):
     truth, _, refl = pyrite
     scorer = ProfileScorer(refl)
