@@ -319,9 +319,10 @@ def _candidate_settings(scorer, system, centring, unique: int = 1) -> list:
 
 def _combinations(number: int, counts: tuple) -> list:
     """Up to :data:`MAX_COMBINATIONS` ways to fill ``counts`` with the
-    group's Wyckoff orbits, at most :data:`MAX_SITES` per element and a
-    position without free coordinates used once at most, fewest orbits
-    first: each a list, per element, of Wyckoff labels ("24e").
+    group's Wyckoff orbits (:func:`_fillings`: at most :data:`MAX_SITES`
+    per element, or the fewest that can hold it) and a position without
+    free coordinates used once at most, fewest orbits first: each a
+    list, per element, of Wyckoff labels ("24e").
 
     Built element by element (pyxtal's ``list_wyckoff_combinations``
     enumerates every way first: 21 GB for KYb(BH4)4's 64 H in an
@@ -339,30 +340,61 @@ def _combinations(number: int, counts: tuple) -> list:
     per_element = [_fillings(positions, int(n)) for n in counts]
     if any(not options for options in per_element):
         return []
+    lengths = [[len(f) for f in options] for options in per_element]
+    # the fewest and most orbits the elements after each one can take
+    lo = np.cumsum([0] + [min(n) for n in lengths[::-1]])[::-1]
+    hi = np.cumsum([0] + [max(n) for n in lengths[::-1]])[::-1]
+    bounds = list(zip(lo[1:], hi[1:]))
     out: list = []
-    for total in range(len(counts), MAX_SITES * len(counts) + 1):
-        _product(per_element, total, fixed, [], out)
+    for total in range(int(lo[0]), int(hi[0]) + 1):
+        _product(per_element, bounds, total, fixed, [], out)
         if len(out) >= MAX_COMBINATIONS:
             break
     return out[:MAX_COMBINATIONS]
 
 
 def _fillings(positions, count: int) -> list:
-    """The multisets of at most :data:`MAX_SITES` Wyckoff positions
-    (multiplicity, label) whose multiplicities sum to ``count``, as
-    label lists, fewest first."""
-    out = []
-    for k in range(1, MAX_SITES + 1):
-        for pick in itertools.combinations_with_replacement(positions, k):
-            if sum(m for m, _ in pick) == count:
-                out.append([label for _, label in pick])
+    """The multisets of Wyckoff positions (multiplicity, label) whose
+    multiplicities sum to ``count``, as label lists, fewest first: of at
+    most :data:`MAX_SITES` orbits, or where more are needed (P-1's 14 O
+    of Nd2CoTe2(SO7)2 fill seven 2i, P2_12_12_1's 32 F of RuOF4 eight
+    4a), of the fewest only, at most :data:`MAX_COMBINATIONS` of them."""
+    mults = [m for m, _ in positions]
+    fewest = [0] + [math.inf] * count  # orbits that hold each count
+    for c in range(1, count + 1):
+        fewest[c] = 1 + min(
+            (fewest[c - m] for m in mults if m <= c), default=math.inf
+        )
+    if fewest[count] == math.inf:
+        return []
+    if fewest[count] <= MAX_SITES:
+        sizes, cap = range(fewest[count], MAX_SITES + 1), math.inf
+    else:
+        sizes, cap = [fewest[count]], MAX_COMBINATIONS
+    out: list = []
+
+    def pick(start, left, k, chosen):
+        # positions in the order given (itertools'
+        # combinations_with_replacement order), pruned by the fewest
+        if len(out) >= cap or fewest[left] > k:
+            return
+        if k == 0:
+            out.append([positions[i][1] for i in chosen])
+            return
+        for i in range(start, len(positions)):
+            if mults[i] <= left:
+                pick(i, left - mults[i], k - 1, chosen + [i])
+
+    for k in sizes:
+        pick(0, count, k, [])
     return out
 
 
-def _product(per_element, total, fixed, chosen, out) -> None:
+def _product(per_element, bounds, total, fixed, chosen, out) -> None:
     """Append to ``out`` the ways (one filling per element) with
     ``total`` orbits in all and no fixed position used twice, until it
-    holds :data:`MAX_COMBINATIONS`."""
+    holds :data:`MAX_COMBINATIONS`; ``bounds``: the fewest and most
+    orbits the elements after each can take."""
     if len(out) >= MAX_COMBINATIONS:
         return
     i = len(chosen)
@@ -370,16 +402,18 @@ def _product(per_element, total, fixed, chosen, out) -> None:
         if total == 0:
             out.append([list(c) for c in chosen])
         return
-    left = len(per_element) - i - 1  # each later element needs one orbit
+    lo, hi = bounds[i]
     used = [label for c in chosen for label in c if label in fixed]
     for filling in per_element[i]:
         n = len(filling)
-        if not left <= total - n <= MAX_SITES * left:
+        if not lo <= total - n <= hi:
             continue
         mine = [label for label in filling if label in fixed]
         if len(set(mine)) < len(mine) or set(mine) & set(used):
             continue
-        _product(per_element, total - n, fixed, chosen + [filling], out)
+        _product(
+            per_element, bounds, total - n, fixed, chosen + [filling], out
+        )
 
 
 def _draws(number, combo) -> int:

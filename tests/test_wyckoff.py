@@ -153,8 +153,8 @@ def test_common_groups_are_tried_first():
 def test_ways_to_fill_a_cell_are_few_and_valid():
     """KYb(BH4)4's cell (B16 H64 K4 Yb4) in every orthorhombic group:
     each way fills every count exactly, with at most MAX_SITES orbits
-    per element and a fixed position used once at most (pyxtal's own
-    enumeration took 21 GB on it)."""
+    per element where they can hold it, and a fixed position used once
+    at most (pyxtal's own enumeration took 21 GB on it)."""
     from pyxtal.symmetry import Group
 
     from diffpy_mlsolve.wyckoff import MAX_COMBINATIONS, MAX_SITES
@@ -173,8 +173,11 @@ def test_ways_to_fill_a_cell_are_few_and_valid():
                 x for x in labels if g.get_wyckoff_position(x).get_dof() == 0
             ]
             assert len(fixed) == len(set(fixed))
+            general = g.Wyckoff_positions[0].multiplicity
             for n, element in zip(counts, combo):
-                assert 1 <= len(element) <= MAX_SITES
+                # more orbits only where MAX_SITES cannot hold n
+                assert 1 <= len(element)
+                assert len(element) <= MAX_SITES or n > MAX_SITES * general
                 assert sum(int(x[:-1]) for x in element) == n
     assert found > 0
     # pyrite's Fe4 S8 in Pa-3: Fe on 4a or 4b, S on 8c
@@ -200,6 +203,51 @@ def herzenbergite():
         [[y, z, x] for x, y, z in std.frac_coords],
     )
     return (truth, *measured_pxrd(truth))
+
+
+def test_an_element_of_many_orbits_still_gets_ways():
+    """An element that needs more than MAX_SITES orbits gets the ways of
+    the fewest (it got none, and its cell no trial): Nd2CoTe2(SO7)2's 14
+    O in P-1 on seven 2i, RuOF4's 32 F in P2_12_12_1 on eight 4a."""
+    from diffpy_mlsolve.wyckoff import MAX_COMBINATIONS, MAX_SITES
+    from diffpy_mlsolve.wyckoff import _combinations as ways
+
+    # Co, Nd, O, S, Te
+    combos = ways(2, (1, 2, 14, 2, 2))
+    assert 0 < len(combos) <= MAX_COMBINATIONS
+    for combo in combos:
+        assert combo[2] == ["2i"] * 7
+        assert len(combo[0]) == 1 and combo[0][0].startswith("1")
+    assert ways(19, (8, 8, 32)) == [[["4a"] * 2, ["4a"] * 2, ["4a"] * 8]]
+    # no more orbits than needed where MAX_SITES would do
+    assert all(
+        len(e) <= MAX_SITES for combo in ways(62, (20, 16)) for e in combo
+    )
+
+
+def test_annealing_runs_only_where_no_trial_fits(herzenbergite, monkeypatch):
+    """The trials anneal (ANNEAL_WAYS ways, their ends added to the
+    trials) only when asked to and no refined trial reaches ``fits``."""
+    import diffpy_mlsolve.wyckoff as wyckoff
+
+    truth, _, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    calls = []
+    real = wyckoff._anneal
+
+    def counted(scorer, way, rng, chains=None, steps=None):
+        calls.append(way)
+        return real(scorer, way, rng, 8, 20)
+
+    monkeypatch.setattr(wyckoff, "_anneal", counted)
+    args = (scorer, {"Sn": 4, "S": 4}, truth.lattice.parameters)
+    best = wyckoff_trials(*args)[0][0]
+    assert calls == []
+    assert wyckoff_trials(*args, fits=1.01 * best)[0][0] == best
+    assert calls == []
+    trials = wyckoff_trials(*args, fits=0.0)
+    assert len(calls) == wyckoff.ANNEAL_WAYS
+    assert trials[0][0] <= best
 
 
 def test_extinctions_pick_the_setting(herzenbergite):
