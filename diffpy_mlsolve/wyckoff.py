@@ -89,11 +89,13 @@ ANNEAL_CHAINS = 64
 ANNEAL_STEPS = 2000
 ANNEAL_T = 0.01
 ANNEAL_REFINED = 4
-#: Phase products (chains × steps × atoms × reflections) one way's
-#: annealing may cost at most, fewer steps where it would cost more
-#: (about 3e8 a second on one core: Tl2GeS3's 1.6e10 took 50 s; a large
-#: cell's G(r), 56 atoms and 10^5 reflections, would take an hour).
-ANNEAL_BUDGET = 3e10
+#: Phase products (chains × steps × 2 × the largest orbit × reflections
+#: of distinct |F|^2, :class:`_Symmetric`) one way's annealing may cost
+#: at most, fewer steps where it would cost more (RbB3O5's way in
+#: P2_12_12_1, nine orbits of 4a, 3825 of its 13575 reflections: 2e6 a
+#: step, 2000 steps in about 50 s on one core; 0.8 s a step before the
+#: steps updated the moved orbit only and the reflections were merged).
+ANNEAL_BUDGET = 1e10
 #: spglib tolerances (Å) that find a trial's group: exact orbits; a
 #: loose tolerance could change the metric (SnS's 3.98 x 4.33 Å face
 #: read as square).
@@ -464,25 +466,72 @@ def _place(way, points) -> np.ndarray:
     return np.mod(frac, 1.0)
 
 
+class _Symmetric:
+    """A scorer seen by atoms in whole orbits of a group: their |F|^2 is
+    the same at reflections related by the group's rotations and
+    Friedel's law, so their structure factors are needed at one of each
+    such set only (an orthorhombic cell's: a quarter of the scorer's
+    reflections, a cubic one's a 24th).  It has what
+    :func:`_factors` and :func:`_draw_rwp` use: ``hkl``,
+    ``form_factor`` and ``rwp_of_many``."""
+
+    def __init__(self, scorer, number: int, axes=(0, 1, 2)):
+        from scipy import sparse
+
+        hkl = np.rint(np.asarray(scorer.hkl, float)).astype(int)
+        rots = [r for r, _ in _operations(number, axes)]
+        images = np.stack([hkl @ r for r in rots] + [-hkl @ r for r in rots])
+        base = 2 * int(np.abs(images).max()) + 1
+        code = (images + base // 2) @ np.array([base * base, base, 1])
+        _, first, inverse = np.unique(
+            code.max(0), return_index=True, return_inverse=True
+        )
+        self.scorer = scorer
+        self.index = first  # of the scorer's reflections kept
+        self.hkl = np.asarray(scorer.hkl, float)[first]
+        to_kept = sparse.csr_matrix(
+            (np.ones(len(hkl)), (np.arange(len(hkl)), inverse.ravel())),
+            shape=(len(hkl), len(first)),
+        )
+        self._sum = scorer._sum @ to_kept
+        self._f: dict = {}
+
+    def form_factor(self, element: str, biso: float) -> np.ndarray:
+        key = (element, biso)
+        if key not in self._f:
+            self._f[key] = self.scorer.form_factor(element, biso)[self.index]
+        return self._f[key]
+
+    def rwp_of_many(self, f: np.ndarray) -> np.ndarray:
+        """(K,) Rwp of K sets of structure factors at ``hkl``, ``f``
+        (H', K): the scorer's, at all its reflections."""
+        return self.scorer.rwp_of_groups(self._sum @ (np.abs(f) ** 2))
+
+
 def _anneal(scorer, way, rng, chains=None, steps=None) -> np.ndarray:
     """(K, n, 3) the best atoms each of ``chains`` annealing runs found in
     a way, lowest Rwp first (:func:`_draw_rwp`; all run at once): each
     step moves one orbit's free point of each chain (Gaussian, σ from
     0.16 to 0.01 of the cell; one move in ten a new random point),
     kept by the Metropolis rule at a temperature falling from
-    :data:`ANNEAL_T` to 0.0005 in Rwp, as FOX's annealing.  By default
+    :data:`ANNEAL_T` to 0.0005 in Rwp, as FOX's annealing.  A step
+    updates each chain's structure factors by its moved orbit's change
+    only (RbB3O5's 36 atoms, nine orbits of 4a: 0.8 s a step for the
+    whole cell's, 13575 reflections).  By default
     :data:`ANNEAL_STEPS`, fewer where they would cost more than
     :data:`ANNEAL_BUDGET`."""
     mats, _, orbit, els = way
+    norb = orbit.max() + 1
+    members = [np.flatnonzero(orbit == k) for k in range(norb)]
     chains = ANNEAL_CHAINS if chains is None else chains
     if steps is None:
-        cost = chains * len(orbit) * len(scorer.hkl)
+        largest = max(len(m) for m in members)
+        cost = chains * 2 * largest * len(scorer.hkl)
         steps = int(min(ANNEAL_STEPS, ANNEAL_BUDGET // cost))
-    free = np.flatnonzero(
-        [np.abs(mats[orbit == k]).sum() > 0 for k in range(orbit.max() + 1)]
-    )
-    points = rng.random((chains, orbit.max() + 1, 3))
-    rwp = _draw_rwp(scorer, _place(way, points), els)
+    free = np.flatnonzero([np.abs(mats[m]).sum() > 0 for m in members])
+    points = rng.random((chains, norb, 3))
+    f = _factors(scorer, _place(way, points), els)
+    rwp = scorer.rwp_of_many(f)
     best, best_rwp = points.copy(), rwp.copy()
     if free.size == 0:
         return _place(way, best[:1])
@@ -497,30 +546,41 @@ def _anneal(scorer, way, rng, chains=None, steps=None) -> np.ndarray:
         jump = rng.random(chains) < 0.1
         moved[jump, k[jump]] = rng.random((int(jump.sum()), 3))
         moved = np.mod(moved, 1.0)
-        new = _draw_rwp(scorer, _place(way, moved), els)
+        trial = f.copy()
+        for orb in np.unique(k):
+            c = np.flatnonzero(k == orb)
+            atoms = members[orb]
+            sub = (way[0][atoms], way[1][atoms], np.zeros(len(atoms), int))
+            mine = [els[j] for j in atoms]
+            trial[:, c] += _factors(
+                scorer, _place((*sub, mine), moved[c][:, [orb]]), mine
+            ) - _factors(
+                scorer, _place((*sub, mine), points[c][:, [orb]]), mine
+            )
+        new = scorer.rwp_of_many(trial)
         with np.errstate(over="ignore"):
             keep = (new < rwp) | (
                 rng.random(chains) < np.exp(-(new - rwp) / temp)
             )
         points[keep], rwp[keep] = moved[keep], new[keep]
+        f[:, keep] = trial[:, keep]
         better = rwp < best_rwp
         best[better], best_rwp[better] = points[better], rwp[better]
     return _place(way, best[np.argsort(best_rwp)])
 
 
-def _draw_rwp(scorer, fracs, elements, biso: float = 1.0) -> np.ndarray:
-    """(K,) the scorer's Rwp of K draws of one way, ``fracs`` (K, n, 3)
-    on the data's axes, ``elements`` (n,) their atoms, all at ``biso``
-    (no B shift): the structure factors of the extracted reflections at
-    once (:meth:`~diffpy_mlsolve.sitesearch.ProfileScorer.rwp_of_many`),
-    each phase exp(2πi h·x) a product of three looked up in tables of
-    exp(2πi h x) per axis (no exponential per reflection)."""
+def _factors(scorer, fracs, elements, biso: float = 1.0) -> np.ndarray:
+    """(H, K) the structure factors at the scorer's reflections of K sets
+    of atoms, ``fracs`` (K, n, 3) on the data's axes, ``elements`` (n,)
+    theirs, all at ``biso``: each phase exp(2πi h·x) a product of three
+    looked up in tables of exp(2πi h x) per axis (no exponential per
+    reflection), :data:`PHASE_CHUNK` phases at a time."""
     hkl = np.rint(np.asarray(scorer.hkl, float)).astype(int)
     top = np.abs(hkl).max(0)
     index = hkl + top  # into tables of -top..top
     els = np.asarray(elements)
     amp = {e: scorer.form_factor(e, biso)[:, None] for e in set(elements)}
-    out = np.empty(len(fracs))
+    out = np.empty((len(hkl), len(fracs)), complex)
     step = max(1, PHASE_CHUNK // max(len(hkl) * fracs.shape[1], 1))
     for i in range(0, len(fracs), step):
         x = fracs[i : i + step]
@@ -530,8 +590,26 @@ def _draw_rwp(scorer, fracs, elements, biso: float = 1.0) -> np.ndarray:
             table = np.exp(2j * np.pi * x[:, :, axis, None] * h)
             part = table[:, :, index[:, axis]]  # (k, n, H)
             phase = part if phase is None else phase * part
-        f = sum(a * phase[:, els == e, :].sum(1).T for e, a in amp.items())
-        out[i : i + step] = scorer.rwp_of_many(f)
+        out[:, i : i + step] = sum(
+            a * phase[:, els == e, :].sum(1).T for e, a in amp.items()
+        )
+    return out
+
+
+def _draw_rwp(scorer, fracs, elements, biso: float = 1.0) -> np.ndarray:
+    """(K,) the scorer's Rwp of K draws of one way, ``fracs`` (K, n, 3)
+    on the data's axes, ``elements`` (n,) their atoms, all at ``biso``
+    (no B shift): the structure factors of the extracted reflections at
+    once (:func:`_factors`,
+    :meth:`~diffpy_mlsolve.sitesearch.ProfileScorer.rwp_of_many`), a
+    chunk of draws at a time."""
+    n = max(len(scorer.hkl) * fracs.shape[1], 1)
+    step = max(1, PHASE_CHUNK // n)
+    out = np.empty(len(fracs))
+    for i in range(0, len(fracs), step):
+        out[i : i + step] = scorer.rwp_of_many(
+            _factors(scorer, fracs[i : i + step], elements, biso)
+        )
     return out
 
 
@@ -616,12 +694,13 @@ def wyckoff_trials(
     ways, first = [], []  # first: the index of the setting's first way
     for number, axes in _candidate_settings(scorer, system, centring, unique):
         start = len(ways)
+        view = None  # the setting's reflections of distinct |F|^2
         for combo in _combinations(number, counts):
-            ways.append(
-                (number, _way_map(number, combo, elements, axes), combo)
-            )
+            view = view or _Symmetric(scorer, number, axes)
+            way = _way_map(number, combo, elements, axes)
+            ways.append((number, way, combo, view))
             first.append(start)
-    draws = np.array([_draws(number, combo) for number, _, combo in ways])
+    draws = np.array([_draws(number, combo) for number, _, combo, _ in ways])
     if draws.sum() > DRAW_BUDGET:
         draws = np.maximum(DRAWS, draws * DRAW_BUDGET // draws.sum())
 
@@ -651,10 +730,10 @@ def wyckoff_trials(
         return r + _clash(out.frac, els, matrix, limit), sym
 
     scored = []  # the best draw of each way: (score, atoms, way index)
-    for i, ((number, way, _), ndraw) in enumerate(zip(ways, draws)):
+    for i, ((number, way, _, view), ndraw) in enumerate(zip(ways, draws)):
         points = rng.random((int(ndraw), way[2].max() + 1, 3))
         fracs = _place(way, points)
-        rwp = _draw_rwp(scorer, fracs, way[3])
+        rwp = _draw_rwp(view, fracs, way[3])
         best = min(
             (float(rwp[k]) + _clash(fracs[k], way[3], matrix, limit), k)
             for k in np.argsort(rwp)[:CLASH_CHECKED]
@@ -674,7 +753,8 @@ def wyckoff_trials(
         # next trial's
         order = [j for t in out for j in (t[3], first[t[3]])]
         for i in list(dict.fromkeys(order))[:ANNEAL_WAYS]:
-            for frac in _anneal(scorer, ways[i][1], rng)[:ANNEAL_REFINED]:
+            ends = _anneal(ways[i][3], ways[i][1], rng)
+            for frac in ends[:ANNEAL_REFINED]:
                 got = refined(frac, ways[i][1])
                 if got is not None:
                     out.append((*got, ways[i][0], i))

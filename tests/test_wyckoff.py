@@ -323,6 +323,36 @@ def test_a_way_places_whole_orbits_on_the_data_axes():
         assert np.allclose(frac[k], moved)
 
 
+def test_draws_are_scored_at_the_reflections_of_distinct_intensity(
+    herzenbergite,
+):
+    """Atoms in whole orbits of Pnma (on the data's axes b, c, a) have
+    equal |F|^2 at reflections its rotations relate: scored at one of
+    each set (about a quarter of the reflections), their Rwp are the full
+    scorer's."""
+    from diffpy_mlsolve.wyckoff import (
+        _draw_rwp,
+        _place,
+        _Symmetric,
+        _way_map,
+    )
+
+    _, _, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    view = _Symmetric(scorer, 62, (2, 0, 1))
+    assert len(view.hkl) < 0.4 * len(scorer.hkl)  # zones have fewer
+    way = _way_map(62, [["4c"], ["8d"]], ["S", "Sn"], (2, 0, 1))
+    fracs = _place(way, np.random.default_rng(0).random((20, 2, 3)))
+    full = _draw_rwp(scorer, fracs, way[3])
+    assert np.allclose(_draw_rwp(view, fracs, way[3]), full, atol=1e-12)
+    assert np.ptp(full) > 0.05  # the draws differ
+    # atoms not in orbits of the group score otherwise
+    loose = np.random.default_rng(1).random(fracs.shape)
+    assert not np.allclose(
+        _draw_rwp(view, loose, way[3]), _draw_rwp(scorer, loose, way[3])
+    )
+
+
 def test_annealing_a_way_finds_its_structure(herzenbergite):
     """SnS's way (S and Sn on Pnma's 4c, on the data's axes b, c, a)
     annealed with few chains: the best end, refined, is SnS at the
