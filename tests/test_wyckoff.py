@@ -11,7 +11,11 @@ from textbook import measured_pxrd
 
 from diffpy_mlsolve.density import Density
 from diffpy_mlsolve.phasing import find_centring
-from diffpy_mlsolve.ranking import _polished, candidates_from_densities
+from diffpy_mlsolve.ranking import (
+    _polished,
+    _premium,
+    candidates_from_densities,
+)
 from diffpy_mlsolve.sitesearch import ProfileScorer
 from diffpy_mlsolve.wyckoff import (
     SYSTEM_GROUPS,
@@ -235,9 +239,10 @@ def test_annealing_runs_only_where_no_trial_fits(herzenbergite, monkeypatch):
     calls = []
     real = wyckoff._anneal
 
-    def counted(scorer, way, rng, chains=None, steps=None):
+    def counted(scorer, way, rng, chains=None, steps=None, contacts=None):
         calls.append(way)
-        return real(scorer, way, rng, 8, 20)
+        assert contacts is not None  # atoms kept apart
+        return real(scorer, way, rng, 8, 20, contacts)
 
     monkeypatch.setattr(wyckoff, "_anneal", counted)
     args = (scorer, {"Sn": 4, "S": 4}, truth.lattice.parameters)
@@ -412,7 +417,8 @@ def test_a_trial_that_loses_atoms_on_refinement_is_dropped(
 
 def test_trials_solve_a_monoclinic_cell():
     """A P2_1/m cell (b unique, β = 104°; Sr, Se and two O on 2e, eight
-    free coordinates) from its pattern alone: the best trial, refined as
+    free coordinates, no contact inside its limit: the annealing keeps
+    atoms apart) from its pattern alone: the best trial, refined as
     the solver refines it, is the structure in P2_1/m."""
     truth = Structure.from_spacegroup(
         "P2_1/m",
@@ -421,8 +427,8 @@ def test_trials_solve_a_monoclinic_cell():
         [
             [0.31, 0.25, 0.18],
             [0.82, 0.25, 0.66],
-            [0.12, 0.25, 0.59],
-            [0.55, 0.25, 0.12],
+            [0.41, 0.25, 0.73],
+            [0.71, 0.25, 0.93],
         ],
     )
     _, refl = measured_pxrd(truth)
@@ -433,7 +439,9 @@ def test_trials_solve_a_monoclinic_cell():
         truth.lattice.parameters,
         fits=1.3 * scorer.floor,
     )
-    sym, r = _polished(scorer, trials[0][1])
+    # refined and ranked as the solver does (_wyckoff_candidates)
+    polished = [_polished(scorer, t[1]) for t in trials]
+    sym, r = min(polished, key=lambda p: _premium(p[1], len(p[0].rotations)))
     assert sym.symbol == "P2_1/m"
     assert MATCH.fit(sym.to_pymatgen(), truth)
     assert r < 1.5 * scorer.rwp(truth)
