@@ -535,3 +535,42 @@ def test_a_cubic_candidate_that_fits_needs_no_wyckoff_trials(
     )
     wyckoff = [c for c in cands if c.density is None]
     assert wyckoff and any(MATCH.fit(c.to_pymatgen(), truth) for c in wyckoff)
+
+
+def test_only_the_best_fitting_contents_are_annealed(
+    herzenbergite, monkeypatch
+):
+    """Where no trial comes within ANNEAL_FIT times the floor (here set
+    to 0), the trials of every Z tried run without annealing, and those
+    of the best-fitting contents once more with it: one annealed call,
+    not one per Z."""
+    import diffpy_mlsolve.ranking as ranking
+    import diffpy_mlsolve.wyckoff as wyckoff
+
+    truth, pattern, refl = herzenbergite
+    calls = []
+    real = wyckoff.wyckoff_trials
+
+    def spy(scorer, contents, *args, fits=None, **kw):
+        calls.append((dict(contents), fits))
+        return real(scorer, contents, *args, fits=None, **kw)
+
+    monkeypatch.setattr(wyckoff, "wyckoff_trials", spy)
+    monkeypatch.setattr(ranking, "ANNEAL_FIT", 0.0)
+    monkeypatch.setattr(ranking, "WYCKOFF_FIT", 0.0)  # every Z tried
+    noise = Density(
+        np.random.default_rng(0).random((24, 24, 24)) * 0.5,
+        truth.lattice.parameters,
+    )
+    cands = candidates_from_densities(
+        [noise], pattern, "SnS", reflections=refl
+    )
+    tried = next(
+        c.info["formula_units_tried"]
+        for c in cands
+        if c.info["sites_from"].startswith("Wyckoff")
+    )
+    plain = [c for c, fits in calls if fits is None]
+    annealed = [c for c, fits in calls if fits is not None]
+    assert len(plain) == len(tried) > 1
+    assert annealed == [{"S": 4, "Sn": 4}]  # SnS's Z, the best fit
