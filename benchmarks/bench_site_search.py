@@ -26,27 +26,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
-import time
 
 import numpy as np
-from _shared import add_formula_args, cubic_test_structures
+from _shared import add_formula_args, best_of, cubic_test_structures
 from scipy import sparse
 
 from diffpy_mlsolve.evaluation_atoms import _nano_pdf
 from diffpy_mlsolve.pdf_intensities import pdf_intensities
 from diffpy_mlsolve.sitesearch import ProfileScorer, scorer_for
-
-
-def best_of(fn, repeat=5):
-    """(best seconds, last result) of ``repeat`` calls."""
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def scan_case(scorer, crystal, seed=0):
@@ -73,9 +61,12 @@ def compare(scorer, crystal):
     before = copy.copy(scorer)
     if isinstance(scorer._m, np.ndarray):
         before._m = sparse.csr_matrix(scorer._m)
-    t_old, r_old = best_of(lambda: before.rwp_of_many(base[:, None] + table))
+    t_old, r_old = best_of(
+        lambda: before.rwp_of_many(base[:, None] + table), 5
+    )
     t_new, r_new = best_of(
-        lambda: scorer.rwp_of_moves(base, table, scorer.group_norms(table))
+        lambda: scorer.rwp_of_moves(base, table, scorer.group_norms(table)),
+        5,
     )
     m = scorer._m
     fill = (

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import time
 
 import numpy as np
-from _shared import STRUCTURES
+from _shared import best_of, test_structures
 
-from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.evaluation_atoms import _pattern
 from diffpy_mlsolve.phasing import extract_intensities
 from diffpy_mlsolve.sitesearch import scorer_for
@@ -82,25 +80,13 @@ def anneal_before(scorer, way, rng, chains, steps):
     return _place(way, best[np.argsort(best_rwp)])
 
 
-def best_of(fn, repeat=2):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--formulas", default="Tl2GeS3,Al2O3,Ba5P4")
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
     wanted = args.formulas.split(",")
-    records = {}
-    for i, rec in enumerate(open_source(STRUCTURES / "test.csv.gz")):
-        if rec.formula in wanted and rec.formula not in records:
-            records[rec.formula] = (i, rec)
+    records = test_structures(wanted)
     print(
         f"{'structure':10s} {'group':>5s} {'atoms':>5s} {'refl.':>6s} "
         f"{'kept':>5s} {'before s':>9s} {'now s':>6s} {'ratio':>6s} "
@@ -125,8 +111,8 @@ def main():
             )
             return _draw_rwp(scorer, ends, way[3])
 
-        t_before, r_before = best_of(lambda: run(anneal_before, scorer))
-        t_now, r_now = best_of(lambda: run(_anneal, view))
+        t_before, r_before = best_of(lambda: run(anneal_before, scorer), 2)
+        t_now, r_now = best_of(lambda: run(_anneal, view), 2)
         print(
             f"{formula:10s} {number:5d} {len(way[3]):5d} "
             f"{len(scorer.hkl):6d} {len(view.hkl):5d} {t_before:9.2f} "

@@ -21,12 +21,10 @@ of three is printed, and the largest difference of the Rwp the two give.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from _shared import STRUCTURES
+from _shared import best_of, test_structures
 
-from diffpy_mlsolve.data.sources import open_source
 from diffpy_mlsolve.evaluation_atoms import _pattern
 from diffpy_mlsolve.phasing import extract_intensities
 from diffpy_mlsolve.sitesearch import scorer_for
@@ -38,25 +36,13 @@ from diffpy_mlsolve.structures import (
 from diffpy_mlsolve.wyckoff import _draw_rwp
 
 
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--formulas", default="Al2O3,CaAu2,Tl2GeS3")
     ap.add_argument("--draws", type=int, default=1000)
     args = ap.parse_args()
     wanted = args.formulas.split(",")
-    records = {}
-    for i, rec in enumerate(open_source(STRUCTURES / "test.csv.gz")):
-        if rec.formula in wanted and rec.formula not in records:
-            records[rec.formula] = (i, rec)
+    records = test_structures(wanted)
     print(
         f"{'structure':12s} {'atoms':>5s} {'reflections':>11s} "
         f"{'before s':>9s} {'now s':>7s} {'ratio':>6s} {'max |ΔRwp|':>10s}"
@@ -87,8 +73,8 @@ def main():
                 ]
             )
 
-        t_before, r_before = best_of(before)
-        t_now, r_now = best_of(lambda: _draw_rwp(scorer, fracs, els))
+        t_before, r_before = best_of(before, 3)
+        t_now, r_now = best_of(lambda: _draw_rwp(scorer, fracs, els), 3)
         print(
             f"{formula:12s} {n:5d} {len(scorer.hkl):11d} {t_before:9.2f} "
             f"{t_now:7.2f} {t_before / t_now:6.1f} "
