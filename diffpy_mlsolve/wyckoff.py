@@ -93,8 +93,8 @@ ANNEAL_REFINED = 4
 #: of distinct |F|^2, :class:`_Symmetric`) one way's annealing may cost
 #: at most, fewer steps where it would cost more (RbB3O5's way in
 #: P2_12_12_1, nine orbits of 4a, 3825 of its 13575 reflections: 2e6 a
-#: step, 2000 steps in about 50 s on one core; 0.8 s a step before the
-#: steps updated the moved orbit only and the reflections were merged).
+#: step, 2000 steps in 85-94 s beside two other jobs; 0.8 s a step
+#: when each step scored the whole cell at every reflection).
 ANNEAL_BUDGET = 1e10
 #: spglib tolerances (Å) that find a trial's group: exact orbits; a
 #: loose tolerance could change the metric (SnS's 3.98 x 4.33 Å face
