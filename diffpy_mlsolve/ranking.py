@@ -730,8 +730,8 @@ def _wyckoff_candidates(
             continue
         trials(contents, anneal=False)
     if found and min(t[2] for t in found) > ANNEAL_FIT * scorer.floor:
-        # anneal the contents whose trials fit best only (RuOF4's three
-        # Z, 48 atoms and more, took over 35 minutes annealing each)
+        # anneal the contents whose trials fit best only (RuOF4, 48
+        # atoms: over 35 minutes annealing three Z)
         trials(min(found, key=lambda t: t[0])[5], anneal=True)
     found.sort(key=lambda t: t[0])
     out, kept = [], []
