@@ -991,6 +991,12 @@ def refine_positions(
     atomic radii) add :data:`REPULSION` Σ (1 - d/limit)^2 to the figure
     minimised, and a step is kept only if it lowers that sum.
 
+    The atoms stay in whole orbits of the group, so the structure
+    factors are computed at one reflection of each set the group's
+    rotations relate
+    (:func:`~diffpy_mlsolve.physics.reflections.equivalent_reflections`),
+    counted as often as the set has members in each group of the data.
+
     Returns
     -------
     (SymmetrizedStructure, Rwp) : the refined structure, or ``sym``
@@ -1001,7 +1007,10 @@ def refine_positions(
 
     import torch
 
-    from diffpy_mlsolve.physics.reflections import reflections_within
+    from diffpy_mlsolve.physics.reflections import (
+        equivalent_reflections,
+        reflections_within,
+    )
 
     orbits = _orbits(sym)
     rot = torch.as_tensor(np.asarray(sym.rotations, float))
@@ -1017,8 +1026,16 @@ def refine_positions(
     hkl, ds = hkl[keep].to(torch.float64), dstar[0][keep]
     groups = scorer.match_groups(ds.numpy())
     hit = groups >= 0
-    hkl, ds = hkl[hit], ds[hit]
-    gidx = torch.as_tensor(groups[hit])
+    # atoms in whole orbits have equal |F|^2 at reflections the group's
+    # rotations relate: F at one of each set, each set's reflections
+    # summed into their groups (a tetragonal cell's: an 8th of them)
+    first, inverse = equivalent_reflections(hkl[hit].numpy(), rot.numpy())
+    pairs, count = np.unique(
+        np.stack([groups[hit], inverse]), axis=1, return_counts=True
+    )
+    hkl, ds = hkl[hit][first], ds[hit][first]
+    gidx, uidx = torch.as_tensor(pairs[0]), torch.as_tensor(pairs[1])
+    count = torch.as_tensor(count, dtype=torch.float64)
     s2 = ds**2 / 4
     f0 = torch.as_tensor(
         np.stack(
@@ -1056,7 +1073,7 @@ def refine_positions(
         re = (amp * torch.cos(phase)).sum(1)
         im = (amp * torch.sin(phase)).sum(1)
         g = torch.zeros(scorer.ngroups, dtype=torch.float64)
-        g = g.index_add(0, gidx, re**2 + im**2)
+        g = g.index_add(0, gidx, count * (re**2 + im**2)[uidx])
         return rwp_t(g) + clash(pos)
 
     def closure():

@@ -478,19 +478,17 @@ class _Symmetric:
     def __init__(self, scorer, number: int, axes=(0, 1, 2)):
         from scipy import sparse
 
-        hkl = np.rint(np.asarray(scorer.hkl, float)).astype(int)
-        rots = [r for r, _ in _operations(number, axes)]
-        images = np.stack([hkl @ r for r in rots] + [-hkl @ r for r in rots])
-        base = 2 * int(np.abs(images).max()) + 1
-        code = (images + base // 2) @ np.array([base * base, base, 1])
-        _, first, inverse = np.unique(
-            code.max(0), return_index=True, return_inverse=True
+        from diffpy_mlsolve.physics.reflections import equivalent_reflections
+
+        hkl = np.asarray(scorer.hkl, float)
+        first, inverse = equivalent_reflections(
+            hkl, [r for r, _ in _operations(number, axes)]
         )
         self.scorer = scorer
         self.index = first  # of the scorer's reflections kept
         self.hkl = np.asarray(scorer.hkl, float)[first]
         to_kept = sparse.csr_matrix(
-            (np.ones(len(hkl)), (np.arange(len(hkl)), inverse.ravel())),
+            (np.ones(len(hkl)), (np.arange(len(hkl)), inverse)),
             shape=(len(hkl), len(first)),
         )
         self._sum = scorer._sum @ to_kept

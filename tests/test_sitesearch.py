@@ -190,6 +190,68 @@ def test_refinement_keeps_the_group_and_finds_the_sites(rutile):
     assert r < 0.5 * scorer.rwp(off)
 
 
+def test_equivalent_reflections_share_their_intensity(rutile):
+    """The sets :func:`equivalent_reflections` forms for P4_2/mnm hold
+    reflections of one |F|^2 for rutile (and of one |d*|), and
+    (1 0 1), (0 1 1), (1 0 -1) are one set; P1 leaves only Friedel
+    pairs, which the half sphere already merges."""
+    from diffpy_mlsolve.physics.reflections import (
+        equivalent_reflections,
+        half_hkl_box,
+    )
+
+    truth, _, _ = rutile
+    rot, _ = _rutile_group(truth)
+    hkl = half_hkl_box(4, 4, 3).numpy()
+    first, inverse = equivalent_reflections(hkl, rot)
+    assert len(first) < len(hkl) / 4
+    np.testing.assert_array_equal(inverse[first], np.arange(len(first)))
+    phase = np.exp(2j * np.pi * hkl @ truth.frac_coords.T)
+    f = np.where(np.array(truth.atomic_numbers) == 8, 8.0, 44.0)
+    i2 = np.abs(phase @ f) ** 2
+    np.testing.assert_allclose(i2, i2[first][inverse], atol=1e-9)
+    d2 = (hkl / [A, A, C]) ** 2 @ np.ones(3)
+    np.testing.assert_allclose(d2, d2[first][inverse])
+    row = {tuple(h): inverse[i] for i, h in enumerate(hkl)}
+    assert row[(1, 0, 1)] == row[(0, 1, 1)] == row[(1, 0, -1)]
+    assert row[(1, 0, 1)] != row[(1, 1, 0)] != row[(0, 0, 1)]
+    p1, _ = equivalent_reflections(hkl, np.eye(3)[None])
+    assert len(p1) == len(hkl)
+
+
+def test_refinement_at_one_reflection_of_each_set_is_exact(
+    rutile, monkeypatch
+):
+    """Refining in the group with the structure factors at one
+    reflection of each equivalent set ends where refining with all of
+    them does (the sets' reflections are summed into their groups with
+    their counts)."""
+    from diffpy_mlsolve import sitesearch
+
+    truth, _, refl = rutile
+    scorer = ProfileScorer(refl)
+    sym = find_symmetry(as_crystal(truth, standardize=False), 1e-3)
+    o = list(sym.elements).index("O")
+    frac = np.array(sym.frac, float)
+    frac[o, :2] += 0.025 * np.sign(frac[o, :2] - 0.5 + 1e-9)
+    start = dataclasses.replace(sym, frac=frac)
+    assert scorer.rwp(start.to_crystal()) > 2 * scorer.rwp(truth)
+    reduced, r_reduced = refine_positions(scorer, start)
+
+    def every(hkl, rotations):
+        n = len(hkl)
+        return np.arange(n), np.arange(n)
+
+    monkeypatch.setattr(
+        "diffpy_mlsolve.physics.reflections.equivalent_reflections", every
+    )
+    assert sitesearch.refine_positions is refine_positions
+    full, r_full = refine_positions(scorer, start)
+    assert r_reduced == pytest.approx(r_full, rel=1e-9)
+    np.testing.assert_allclose(reduced.frac, full.frac, atol=1e-8)
+    assert r_full == pytest.approx(scorer.rwp(truth), rel=0.02)
+
+
 def test_noisy_p1_sites_refine_into_their_group(rutile):
     """Sites 0.15 Å off rutile's in random directions, found in P1 at a
     tight tolerance: refined, they show P4_2/mnm again, which is kept."""

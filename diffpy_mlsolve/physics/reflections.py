@@ -20,6 +20,7 @@ __all__ = [
     "hkl_limits",
     "half_hkl_box",
     "reflections_within",
+    "equivalent_reflections",
     "structure_factors",
     "lorentz_polarization",
 ]
@@ -83,6 +84,35 @@ def reflections_within(
     mask = dstar <= dstar_max
     keep = mask.any(0)
     return hkl[keep], dstar[:, keep], mask[:, keep]
+
+
+def equivalent_reflections(hkl, rotations) -> tuple[np.ndarray, np.ndarray]:
+    """Sets of reflections of equal |F|^2 for atoms in whole orbits of a
+    group: h and h R for each rotation R, and -h (Friedel).
+
+    Parameters
+    ----------
+    hkl : array (H, 3) of integers
+    rotations : array (S, 3, 3)
+        The group's rotations, in the setting of ``hkl``.
+
+    Returns
+    -------
+    first : ndarray (U,)
+        The index in ``hkl`` of one reflection of each set present.
+    inverse : ndarray (H,)
+        The set (0..U-1) of each reflection.
+    """
+    hkl = np.rint(np.asarray(hkl, float)).astype(np.int64)
+    rots = np.rint(np.asarray(rotations, float)).astype(np.int64)
+    images = np.einsum("hi,sij->shj", hkl, rots)
+    images = np.concatenate([images, -images])
+    base = 2 * int(np.abs(images).max(initial=0)) + 1
+    code = (images + base // 2) @ np.array([base * base, base, 1])
+    _, first, inverse = np.unique(
+        code.max(0), return_index=True, return_inverse=True
+    )
+    return first, inverse.ravel()
 
 
 def structure_factors(
