@@ -492,6 +492,26 @@ def test_a_map_that_shows_nothing_still_solves_a_cubic_cell(pyrite, tmp_path):
     assert entry["spacegroup_number"] == 205 and not entry["has_density"]
 
 
+def test_pyrite_z_outside_the_density_tolerance_gets_trials(pyrite):
+    """Pyrite's volume estimate is 2.9 formula units for 4, outside the
+    tolerance the densities' Z keep (0.3 in ln Z): the Wyckoff trials,
+    Z left to the solver, still try 4 and find pyrite."""
+    from diffpy_mlsolve.atoms import formula_unit_options
+
+    truth, pattern, refl = pyrite
+    volume = truth.lattice.volume
+    assert formula_unit_options("FeS2", volume, systems="cubic") == [3]
+    rng = np.random.default_rng(0)
+    noise = Density(rng.random((24, 24, 24)) * 0.5, truth.lattice.parameters)
+    cands = candidates_from_densities(
+        [noise], pattern, "FeS2", reflections=refl
+    )
+    best = cands[0]
+    assert 4 in best.info["formula_units_tried"]
+    assert best.density is None and best.spacegroup == "Pa-3"
+    assert MATCH.fit(best.to_pymatgen(), truth)
+
+
 def test_a_map_that_shows_nothing_still_solves_an_orthorhombic_cell(
     herzenbergite,
 ):
