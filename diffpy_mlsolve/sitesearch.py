@@ -93,6 +93,29 @@ DENSE_FILL = 0.25
 REPULSION = 10.0
 
 
+def _quadratic_form(m):
+    """v -> vᵀ M v for a fixed symmetric matrix ``m`` (numpy or scipy
+    sparse) as a differentiable torch function of a float64 vector: the
+    product in numpy/scipy, the gradient 2 M v kept from it (RuOF4's
+    3,154 groups, M 15 % filled: torch's sparse product with its
+    gradient took 120 ms, scipy's product 1.3 ms)."""
+    import torch
+
+    class Quadratic(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            mv = torch.as_tensor(np.asarray(m @ v.detach().numpy()))
+            ctx.save_for_backward(mv)
+            return v.detach() @ mv
+
+        @staticmethod
+        def backward(ctx, grad):
+            (mv,) = ctx.saved_tensors
+            return 2.0 * grad * mv
+
+    return Quadratic.apply
+
+
 class ProfileScorer:
     """Profile Rwp of structures against the pattern intensities were
     extracted from.
@@ -261,26 +284,17 @@ class ProfileScorer:
         """Rwp of group sums as a differentiable torch function."""
         import torch
 
-        if isinstance(self._m, np.ndarray):
-            a = torch.as_tensor(self._m)
-        else:
-            m = self._m.tocoo()
-            a = torch.sparse_coo_tensor(
-                torch.as_tensor(np.vstack([m.row, m.col])),
-                torch.as_tensor(m.data),
-                m.shape,
-                check_invariants=True,
-            ).coalesce()
         c = torch.as_tensor(self._c)
         bq = torch.as_tensor(self._bq)
         members = torch.as_tensor(np.maximum(self.members, 1), dtype=c.dtype)
         yp2, den = self._yp2, self._den
+        quadratic = _quadratic_form(self._m)
 
         def rwp(g):
             v = g / members
             cv = c @ v
             bv = bq @ v
-            vmv = v @ (a @ v[:, None])[:, 0] - bv @ bv
+            vmv = quadratic(v) - bv @ bv
             fit = torch.clamp(cv, min=0) ** 2 / torch.clamp(vmv, min=1e-300)
             return torch.sqrt(torch.clamp(yp2 - fit, min=0) / den)
 

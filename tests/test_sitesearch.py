@@ -252,6 +252,30 @@ def test_refinement_at_one_reflection_of_each_set_is_exact(
     assert r_full == pytest.approx(scorer.rwp(truth), rel=0.02)
 
 
+def test_quadratic_form_and_its_gradient(rutile):
+    """The profile's vᵀ M v through scipy (sparse M) or numpy (dense)
+    has torch's value and gradient, 2 M v."""
+    import torch
+    from scipy import sparse
+
+    from diffpy_mlsolve.sitesearch import _quadratic_form
+
+    _, _, refl = rutile
+    m = ProfileScorer(refl)._m
+    m = m if sparse.issparse(m) else sparse.csr_matrix(m)
+    full = torch.as_tensor(m.toarray())
+    for given in (m, m.toarray()):
+        v = torch.rand(m.shape[0], dtype=torch.float64, requires_grad=True)
+        q = _quadratic_form(given)(v)
+        q.backward()
+        np.testing.assert_allclose(
+            q.item(), float(v.detach() @ full @ v.detach()), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            v.grad.numpy(), (2 * full @ v.detach()).numpy(), rtol=1e-12
+        )
+
+
 def test_noisy_p1_sites_refine_into_their_group(rutile):
     """Sites 0.15 Å off rutile's in random directions, found in P1 at a
     tight tolerance: refined, they show P4_2/mnm again, which is kept."""
