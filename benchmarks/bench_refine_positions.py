@@ -58,6 +58,7 @@ def torch_quadratic(m):
             torch.as_tensor(np.vstack([coo.row, coo.col])),
             torch.as_tensor(coo.data),
             coo.shape,
+            check_invariants=True,
         ).coalesce()
     return lambda v: v @ (a @ v[:, None])[:, 0]
 
