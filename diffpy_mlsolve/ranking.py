@@ -41,6 +41,12 @@ GOOD_ENOUGH = 0.1
 # formula units (the most likely first, atoms.formula_unit_options) whose
 # sites are searched by the fit; the others are scored only
 SEARCHED_Z = 2
+# cells of more atoms get no P1 site search (the sites by height and the
+# orbits of the map's groups are still refined against the profile Rwp):
+# of 43 evaluated cells of 36-88 atoms none was solved from a P1 search
+# or the sites by height, the largest so solved held 26 (Al12Mo), and the
+# search of one candidate of Yb11(SnBi4)2 (84 atoms) took 30-50 s per Z
+SEARCH_MAX_ATOMS = 32
 # groups a density shows whose orbits are searched: of the highest
 # order whose orbits can hold the cell (of the ORBIT_TIERS highest among
 # the ORBIT_LISTED groups of highest order), at most ORBIT_GROUPS, best
@@ -256,7 +262,8 @@ def _candidate(
     With a ``scorer`` the sites of the :data:`SEARCHED_Z` most likely Z
     are chosen among the density's peaks by the fit
     (:func:`diffpy_mlsolve.sitesearch.search_sites`, which also swaps
-    elements, so no placements are tried) and, symmetrised, refined
+    elements, so no placements are tried; in cells of at most
+    :data:`SEARCH_MAX_ATOMS` atoms) and, symmetrised, refined
     against the profile Rwp (:func:`_polished`), as are the sites by
     height and the sites as whole orbits of the groups the density shows
     (:func:`_map_groups`, :func:`~diffpy_mlsolve.atoms.
@@ -282,8 +289,9 @@ def _candidate(
         options = [formula_units]
     tried, errors, groups = [], [], {}
     for nth, z in enumerate(options):
-        # the site search for the most likely Z only
-        search = scorer if nth < SEARCHED_Z else None
+        # the fit chooses and refines the sites of the most likely Z only
+        scored = scorer if nth < SEARCHED_Z else None
+        search = scored if _searched(composition, density, z) else None
         found = []  # (sym, sites, how they were chosen)
         try:
             sym, sites = structure_from_density(
@@ -301,13 +309,13 @@ def _candidate(
                 found.append((sym, sites, "peak heights"))
         except StructureError as err:
             errors.append(str(err))
-        if search is not None:
+        if scored is not None:
             found += _orbit_structures(
                 density, composition, scorer, z, groups, centring, errors, kw
             )
         if not found:
             continue
-        if search is not None:
+        if scored is not None:
             # each refined against the profile Rwp; the best fit, symmetry
             # premium included, is kept
             best = None
@@ -385,6 +393,23 @@ def _candidate(
         symmetry=sym,
         info=info,
     )
+
+
+def _searched(composition, density, z) -> bool:
+    """Whether the cell of ``z`` formula units holds at most
+    :data:`SEARCH_MAX_ATOMS` atoms (True where its contents cannot be
+    known: :func:`~diffpy_mlsolve.atoms.structure_from_density` then
+    says why)."""
+    from diffpy_mlsolve.atoms import cell_contents
+
+    electrons = float(np.mean(density.values) * density.volume)
+    try:
+        contents = cell_contents(
+            composition, density.volume, electrons=electrons, formula_units=z
+        )
+    except StructureError:
+        return True
+    return sum(contents.values()) <= SEARCH_MAX_ATOMS
 
 
 def _orbit_structures(

@@ -636,3 +636,34 @@ def test_refinement_keeps_atoms_apart(lead_rutile, monkeypatch):
     monkeypatch.setattr(sitesearch, "REPULSION", 0.0)
     merged, _ = refine_positions(scorer, sym)
     assert contact_ratio(merged.to_crystal()) < 0.05
+
+
+@pytest.mark.parametrize("max_atoms", [32, 5])
+def test_large_cells_skip_the_p1_search(rutile, monkeypatch, max_atoms):
+    """The P1 site search runs for cells of at most SEARCH_MAX_ATOMS
+    atoms; above it (here rutile's 6 atoms against a cap of 5) the sites
+    by height and the map's orbits are still refined against the profile
+    Rwp, and give rutile."""
+    import diffpy_mlsolve.sitesearch as sitesearch
+    from diffpy_mlsolve import ranking
+
+    truth, pattern, refl = rutile
+    calls = []
+    search = sitesearch.search_sites
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return search(*args, **kw)
+
+    monkeypatch.setattr(sitesearch, "search_sites", counted)
+    monkeypatch.setattr(ranking, "SEARCH_MAX_ATOMS", max_atoms)
+    density = electron_density(truth, grid=48, standardize=False)
+    best = ranking.candidates_from_densities(
+        [density], pattern, "RuO2", formula_units=2, reflections=refl
+    )[0]
+    assert bool(calls) == (max_atoms >= 6)
+    assert best.failed is None
+    assert best.info["profile_rwp"] < 2 * best.info["profile_rwp_floor"]
+    assert best.info["sites_from"] != "search" or max_atoms >= 6
+    matcher = StructureMatcher(stol=0.3, ltol=0.2, angle_tol=5)
+    assert matcher.fit(best.to_pymatgen(), truth)
