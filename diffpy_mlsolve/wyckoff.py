@@ -56,8 +56,15 @@ __all__ = [
 
 #: Orbits per element at most in a trial (simple structures first).
 MAX_SITES = 3
-#: Ways to fill the counts tried per group, fewest orbits first.
-MAX_COMBINATIONS = 16
+#: Ways to fill the counts tried per group, fewest orbits first, one of
+#: each set the normalizer relates: a test structure's own way is among
+#: them (in its own group) for 75.6 % of the test split, 66.7 % at 16
+#: ways (every way; benchmarks/bench_wyckoff_coverage.py).  Of 8 test
+#: cells whose way was among the 16, the trials alone solved 7 at 32, 6
+#: at 16 (bench_wyckoff_ways.py); at 64, a P2_1/m cell's trials
+#: (test_trials_solve_a_monoclinic_cell) lost to Pm, their draws spread
+#: over more ways (:data:`DRAW_BUDGET`).
+MAX_COMBINATIONS = 32
 #: Draws of the free coordinates per way, each scored: DRAWS × 2^(free
 #: coordinates; one without any), at most MAX_DRAWS (SnS in Pnma,
 #: 4c + 4c: the best of 6 draws per way, refined, ended at Rwp 0.39, of
@@ -319,12 +326,71 @@ def _candidate_settings(scorer, system, centring, unique: int = 1) -> list:
     return [(number, axes) for _, number, axes in out[:MAX_SETTINGS]]
 
 
-def _combinations(number: int, counts: tuple) -> list:
+#: A generic metric of each lattice (a, b, c, α, β, γ in the standard
+#: setting) that :func:`_letter_maps` keeps.
+GENERIC_CELLS = {
+    "cubic": (5.0, 5.0, 5.0, 90, 90, 90),
+    "tetragonal": (5.0, 5.0, 7.1, 90, 90, 90),
+    "hexagonal": (5.0, 5.0, 7.1, 90, 90, 120),
+    "orthorhombic": (5.0, 6.3, 7.1, 90, 90, 90),
+    "monoclinic": (5.0, 6.3, 7.1, 90, 101.3, 90),
+    "triclinic": (5.0, 6.3, 7.1, 81.7, 101.3, 95.9),
+}
+
+
+@lru_cache(maxsize=None)
+def _letter_maps(number: int) -> tuple:
+    """How the group's normalizer renames its Wyckoff letters: one dict
+    (letter -> letter) per coset of the group in it whose linear part
+    keeps the lattice's generic metric (another origin, inversion, a
+    turn of a square or hexagonal net; not the axis swaps of an
+    orthorhombic group, which :func:`settings` tries as settings), from
+    pyxtal's table (Bilbao's Wyckoff sets).  Two ways one renaming turns
+    into each other give the same structures moved: Pm-3m's Cs 1a + Cl
+    1b and Cs 1b + Cl 1a."""
+    from pymatgen.core.operations import SymmOp
+
+    from diffpy_mlsolve.atoms import _lattice_matrix
+
+    system = next(s for s, r in SYSTEM_GROUPS.items() if number in r)
+    if number == 1:
+        system = "triclinic"
+    basis = _lattice_matrix(GENERIC_CELLS[system])
+    metric = basis @ basis.T
+    table = _group(number).get_alternatives()
+    letters = "abcdefghijklmnopqrstuvwxyzA"  # pyxtal's 27th is "A"
+    out = []
+    for coset, row in zip(
+        table["Coset Representative"], table["Transformed WP"]
+    ):
+        rot = SymmOp.from_xyz_str(coset).rotation_matrix
+        if np.allclose(rot.T @ metric @ rot, metric, atol=1e-6):
+            out.append(dict(zip(letters, row.split())))
+    return tuple(out)
+
+
+def _canonical(number: int, combo) -> tuple:
+    """A key shared by the ways the group's normalizer relates
+    (:func:`_letter_maps`)."""
+    return min(
+        tuple(
+            tuple(sorted(label[:-1] + swap[label[-1]] for label in labels))
+            for labels in combo
+        )
+        for swap in _letter_maps(number)
+    )
+
+
+def _combinations(number: int, counts: tuple, distinct: bool = True) -> list:
     """Up to :data:`MAX_COMBINATIONS` ways to fill ``counts`` with the
     group's Wyckoff orbits (:func:`_fillings`: at most :data:`MAX_SITES`
     per element, or the fewest that can hold it) and a position without
     free coordinates used once at most, fewest orbits first: each a
-    list, per element, of Wyckoff labels ("24e").
+    list, per element, of Wyckoff labels ("24e").  With ``distinct``
+    one of each set of ways the group's normalizer relates
+    (:func:`_canonical`): SrAgSb's three 2-fold orbits in P6_3/mmc
+    have 24 ways, 12 distinct; its own was the 19th, beyond the 16
+    tried, of which eight repeated another; it is now the 10th.
 
     Built element by element (pyxtal's ``list_wyckoff_combinations``
     enumerates every way first: 21 GB for KYb(BH4)4's 64 H in an
@@ -348,8 +414,9 @@ def _combinations(number: int, counts: tuple) -> list:
     hi = np.cumsum([0] + [max(n) for n in lengths[::-1]])[::-1]
     bounds = list(zip(lo[1:], hi[1:]))
     out: list = []
+    seen = set() if distinct else None
     for total in range(int(lo[0]), int(hi[0]) + 1):
-        _product(per_element, bounds, total, fixed, [], out)
+        _product(per_element, bounds, total, fixed, [], out, number, seen)
         if len(out) >= MAX_COMBINATIONS:
             break
     return out[:MAX_COMBINATIONS]
@@ -392,16 +459,25 @@ def _fillings(positions, count: int) -> list:
     return out
 
 
-def _product(per_element, bounds, total, fixed, chosen, out) -> None:
+def _product(
+    per_element, bounds, total, fixed, chosen, out, number, seen
+) -> None:
     """Append to ``out`` the ways (one filling per element) with
     ``total`` orbits in all and no fixed position used twice, until it
     holds :data:`MAX_COMBINATIONS`; ``bounds``: the fewest and most
-    orbits the elements after each can take."""
+    orbits the elements after each can take; ``seen``: the
+    :func:`_canonical` keys of the ways in ``out`` (None: keep every
+    way)."""
     if len(out) >= MAX_COMBINATIONS:
         return
     i = len(chosen)
     if i == len(per_element):
         if total == 0:
+            if seen is not None:
+                key = _canonical(number, chosen)
+                if key in seen:
+                    return
+                seen.add(key)
             out.append([list(c) for c in chosen])
         return
     lo, hi = bounds[i]
@@ -414,21 +490,32 @@ def _product(per_element, bounds, total, fixed, chosen, out) -> None:
         if len(set(mine)) < len(mine) or set(mine) & set(used):
             continue
         _product(
-            per_element, bounds, total - n, fixed, chosen + [filling], out
+            per_element,
+            bounds,
+            total - n,
+            fixed,
+            chosen + [filling],
+            out,
+            number,
+            seen,
         )
 
 
 def _draws(number, combo) -> int:
     """Draws of a way's free coordinates (see :data:`DRAWS`)."""
     g = _group(number)
-    dof = sum(
-        g.get_wyckoff_position(label).get_dof()
-        for labels in combo
-        for label in labels
+    # a Python int: pyxtal's numpy int64 made 2**63 and up 0 draws
+    # (Yb11(SnBi4)2: ways of 63 in P4, P-4 and the 4-fold screw groups)
+    dof = int(
+        sum(
+            g.get_wyckoff_position(label).get_dof()
+            for labels in combo
+            for label in labels
+        )
     )
     if dof == 0:  # nothing to draw
         return 1
-    return int(min(MAX_DRAWS, DRAWS * 2**dof))
+    return min(MAX_DRAWS, DRAWS * 2**dof)
 
 
 def _way_map(number, combo, elements, axes=(0, 1, 2)):

@@ -184,11 +184,42 @@ def test_ways_to_fill_a_cell_are_few_and_valid():
                 assert len(element) <= MAX_SITES or n > MAX_SITES * general
                 assert sum(int(x[:-1]) for x in element) == n
     assert found > 0
-    # pyrite's Fe4 S8 in Pa-3: Fe on 4a or 4b, S on 8c
-    assert sorted(map(str, ways(205, (4, 8)))) == [
+    # pyrite's Fe4 S8 in Pa-3: Fe on 4a or 4b, S on 8c; the two are one
+    # structure moved by ½ ½ ½, and one is tried
+    assert sorted(map(str, ways(205, (4, 8), distinct=False))) == [
         "[['4a'], ['8c']]",
         "[['4b'], ['8c']]",
     ]
+    assert len(ways(205, (4, 8))) == 1
+
+
+def test_ways_the_normalizer_relates_are_tried_once(monkeypatch):
+    """Ways that another origin (or inversion, or a turn that keeps the
+    metric) turns into each other are one structure moved: one of each
+    is kept, so the MAX_COMBINATIONS tried reach further (SrAgSb's own
+    way in P6_3/mmc was beyond them); an orthorhombic group's axis swaps
+    change the structure in a cell of three lengths, and are kept."""
+    import diffpy_mlsolve.wyckoff as wyckoff
+    from diffpy_mlsolve.wyckoff import _canonical
+    from diffpy_mlsolve.wyckoff import _combinations as ways
+
+    # CsCl in Pm-3m: Cs 1a + Cl 1b or Cs 1b + Cl 1a
+    assert len(ways(221, (1, 1), distinct=False)) == 2
+    assert len(ways(221, (1, 1))) == 1
+    # SrAgSb (Ag 2a, Sb 2d, Sr 2c) in P6_3/mmc, 16 ways tried
+    monkeypatch.setattr(wyckoff, "MAX_COMBINATIONS", 16)
+    own = _canonical(194, [["2a"], ["2d"], ["2c"]])
+    assert own not in {
+        _canonical(194, c) for c in ways(194, (2, 2, 2), distinct=False)
+    }
+    assert own in {_canonical(194, c) for c in ways(194, (2, 2, 2))}
+    monkeypatch.setattr(wyckoff, "MAX_COMBINATIONS", 100)
+    assert len(ways(194, (2, 2, 2), distinct=False)) == 24
+    assert len(ways(194, (2, 2, 2))) == 12
+    # Pmmm, one atom each: of the 56 ways, the second atom a half
+    # translation from the first along a, b, c, a+b, a+c, b+c or a+b+c
+    assert len(ways(47, (1, 1), distinct=False)) == 56
+    assert len(ways(47, (1, 1))) == 7
 
 
 @pytest.fixture(scope="module")
@@ -533,22 +564,32 @@ def test_a_map_that_shows_nothing_still_solves_an_orthorhombic_cell(
 def test_a_cubic_candidate_that_fits_needs_no_wyckoff_trials(
     pyrite, monkeypatch
 ):
-    """From pyrite's own density the candidates are Pa-3 at the floor's
-    fit: no Wyckoff trials are made.  With the threshold at 0 (no fit is
-    good enough) they are, and pyrite is among them."""
+    """From pyrite's own density the candidate is Pa-3 at 1.18 times the
+    floor: with WYCKOFF_FIT above that no Wyckoff trials are made; at the
+    shipped 1.1 they are, and pyrite still ranks first (the trials'
+    Pa-3 and the density's refine to the same fit).
+    With the threshold at 0 (no fit is good enough) pyrite is among the
+    trials too."""
     import diffpy_mlsolve.ranking as ranking
     from diffpy_mlsolve.simulate import electron_density
 
     truth, pattern, refl = pyrite
     density = electron_density(truth, grid=32, standardize=False)
+    monkeypatch.setattr(ranking, "WYCKOFF_FIT", 1.25)
     cands = candidates_from_densities(
         [density], pattern, "FeS2", formula_units=4, reflections=refl
     )
     assert cands[0].spacegroup == "Pa-3"
-    assert (
-        cands[0].info["profile_rwp"] < 2 * cands[0].info["profile_rwp_floor"]
-    )
+    ratio = cands[0].info["profile_rwp"] / cands[0].info["profile_rwp_floor"]
+    assert 1.1 < ratio < 1.25
     assert all(c.density is not None for c in cands)
+    monkeypatch.setattr(ranking, "WYCKOFF_FIT", 1.1)
+    cands = candidates_from_densities(
+        [density], pattern, "FeS2", formula_units=4, reflections=refl
+    )
+    assert any(c.density is None for c in cands)
+    assert cands[0].spacegroup == "Pa-3"
+    assert MATCH.fit(cands[0].to_pymatgen(), truth)
     monkeypatch.setattr(ranking, "WYCKOFF_FIT", 0.0)
     cands = candidates_from_densities(
         [density], pattern, "FeS2", formula_units=4, reflections=refl
@@ -594,3 +635,60 @@ def test_only_the_best_fitting_contents_are_annealed(
     annealed = [c for c, fits in calls if fits is not None]
     assert len(plain) == len(tried) > 1
     assert annealed == [{"S": 4, "Sn": 4}]  # SnS's Z, the best fit
+
+
+@pytest.mark.parametrize("ratio, trials", [(1.05, False), (1.5, True)])
+def test_powder_trials_unless_a_candidate_fits_closely(
+    herzenbergite, monkeypatch, ratio, trials
+):
+    """A powder pattern's Wyckoff trials run unless a candidate of the
+    lattice's system comes within WYCKOFF_FIT (1.1) times the floor: a
+    subgroup candidate at 1.13 kept YGe3 (Cmcm) from its trials, whose
+    Cmcm wins.  A G(r)'s keep the looser WYCKOFF_FIT_PDF (2)."""
+    import diffpy_mlsolve.wyckoff as wyckoff
+    from diffpy_mlsolve.ranking import (
+        WYCKOFF_FIT,
+        WYCKOFF_FIT_PDF,
+        _wyckoff_candidates,
+    )
+    from diffpy_mlsolve.sitesearch import PDFScorer
+    from diffpy_mlsolve.solver import Candidate
+    from diffpy_mlsolve.structures import as_crystal
+    from diffpy_mlsolve.symmetry import find_symmetry
+
+    assert WYCKOFF_FIT < ratio < WYCKOFF_FIT_PDF or ratio < WYCKOFF_FIT
+    truth, pattern, refl = herzenbergite
+    scorer = ProfileScorer(refl)
+    sym = find_symmetry(as_crystal(truth, standardize=False), 0.01)
+    assert sym.number == 62
+    fitted = Candidate(
+        rank=1,
+        structure=sym.to_diffpy(),
+        symmetry=sym,
+        info={"profile_rwp": ratio * scorer.floor},
+    )
+    calls = []
+    monkeypatch.setattr(
+        wyckoff,
+        "wyckoff_trials",
+        lambda *a, **k: calls.append(1) or [],
+    )
+    density = Density(np.zeros((8, 8, 8)) + 0.1, truth.lattice.parameters)
+    _wyckoff_candidates([fitted], density, pattern, "SnS", 4, scorer, 0.9)
+    assert bool(calls) == trials
+    # a G(r)'s scorer: no trials below twice the floor
+    calls.clear()
+    monkeypatch.setattr(scorer, "__class__", PDFScorer)
+    _wyckoff_candidates([fitted], density, pattern, "SnS", 4, scorer, 0.9)
+    assert not calls
+
+
+def test_ways_of_many_free_coordinates_get_draws():
+    """A way of 63 or more free coordinates gets MAX_DRAWS draws (2**63
+    in numpy's int64 made it none, and the trials of Yb11(SnBi4)2's 84
+    atoms stopped on an empty draw)."""
+    from diffpy_mlsolve.wyckoff import DRAWS, MAX_DRAWS, _draws
+
+    assert _draws(2, [["2i"] * 21]) == MAX_DRAWS  # 63 in P-1
+    assert _draws(2, [["2i"] * 30]) == MAX_DRAWS
+    assert _draws(2, [["1a"], ["2i"]]) == min(MAX_DRAWS, DRAWS * 2**3)
