@@ -45,7 +45,7 @@ SEARCHED_Z = 2
 # orbits of the map's groups are still refined against the profile Rwp):
 # of 43 evaluated cells of 36-88 atoms none was solved from a P1 search
 # or the sites by height, the largest so solved held 26 (Al12Mo), and the
-# search of one candidate of Yb11(SnBi4)2 (84 atoms) took 30-50 s per Z
+# search of one density of Yb11(SnBi4)2 (84 atoms) took 24-36 s per Z
 SEARCH_MAX_ATOMS = 32
 # groups a density shows whose orbits are searched: of the highest
 # order whose orbits can hold the cell (of the ORBIT_TIERS highest among
