@@ -353,9 +353,10 @@ def _letter_maps(number: int) -> tuple:
 
     from diffpy_mlsolve.atoms import _lattice_matrix
 
-    system = next(s for s, r in SYSTEM_GROUPS.items() if number in r)
-    if number == 1:
-        system = "triclinic"
+    # P1 is in no lattice's list (its sites are the P1 search's)
+    system = next(
+        (s for s, r in SYSTEM_GROUPS.items() if number in r), "triclinic"
+    )
     basis = _lattice_matrix(GENERIC_CELLS[system])
     metric = basis @ basis.T
     table = _group(number).get_alternatives()

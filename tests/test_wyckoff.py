@@ -220,6 +220,8 @@ def test_ways_the_normalizer_relates_are_tried_once(monkeypatch):
     # translation from the first along a, b, c, a+b, a+c, b+c or a+b+c
     assert len(ways(47, (1, 1), distinct=False)) == 56
     assert len(ways(47, (1, 1))) == 7
+    # P1 (in no lattice's list of groups): one way, its general position
+    assert ways(1, (1, 2)) == [[["1a"], ["1a", "1a"]]]
 
 
 @pytest.fixture(scope="module")
