@@ -263,8 +263,9 @@ def test_an_element_of_many_orbits_still_gets_ways():
 
 
 def test_annealing_runs_only_where_no_trial_fits(herzenbergite, monkeypatch):
-    """The trials anneal (ANNEAL_WAYS ways, their ends added to the
-    trials) only when asked to and no refined trial reaches ``fits``."""
+    """The trials anneal (ANNEAL_WAYS ways in full, their ends added to
+    the trials, after a brief annealing of more) only when asked to and
+    no refined trial reaches ``fits``."""
     import diffpy_mlsolve.wyckoff as wyckoff
 
     truth, _, refl = herzenbergite
@@ -272,8 +273,10 @@ def test_annealing_runs_only_where_no_trial_fits(herzenbergite, monkeypatch):
     calls = []
     real = wyckoff._anneal
 
-    def counted(scorer, way, rng, chains=None, steps=None, contacts=None):
-        calls.append(way)
+    def counted(
+        scorer, way, rng, chains=None, steps=None, contacts=None, **kw
+    ):
+        calls.append(chains)  # None: in full
         assert contacts is not None  # atoms kept apart
         return real(scorer, way, rng, 8, 20, contacts)
 
@@ -284,8 +287,45 @@ def test_annealing_runs_only_where_no_trial_fits(herzenbergite, monkeypatch):
     assert wyckoff_trials(*args, fits=1.01 * best)[0][0] == best
     assert calls == []
     trials = wyckoff_trials(*args, fits=0.0)
-    assert len(calls) == wyckoff.ANNEAL_WAYS
+    assert calls.count(None) == wyckoff.ANNEAL_WAYS
+    assert calls.count(wyckoff.ANNEAL_SCREEN_CHAINS) > wyckoff.ANNEAL_WAYS
     assert trials[0][0] <= best
+
+
+def test_the_ways_annealed_are_screened_by_a_brief_annealing(herzenbergite):
+    """The ways annealed in full are found by a brief annealing of every
+    way of the most likely settings, not only from the best trials' ways
+    (Ba5P4's and NaFePO4's own, in their most likely setting, were not
+    among those): with no trial at all, SnS's own way (Sn 4c, S 4c in
+    Pnma on the data's axes) is picked first."""
+    from diffpy_mlsolve.atoms import _lattice_matrix, contact_limits
+    from diffpy_mlsolve.wyckoff import (
+        ANNEAL_SETTINGS,
+        ANNEAL_WAYS,
+        _screened,
+        _ways,
+    )
+
+    truth, _, refl = herzenbergite
+    lattice = truth.lattice.parameters
+    ways, first = _ways(ProfileScorer(refl), ["S", "Sn"], (4, 4), lattice)
+    starts = sorted(set(first))
+    picked = _screened(
+        ways,
+        first,
+        [],
+        _lattice_matrix(lattice),
+        contact_limits(["S", "Sn"], 0.9),
+        np.random.default_rng(0),
+    )
+    assert len(picked) == ANNEAL_WAYS
+    # only the most likely settings' ways, with no trials to add theirs
+    assert all(first[i] in starts[:ANNEAL_SETTINGS] for i in picked)
+    number, _, combo, _ = ways[picked[0]]
+    assert (number, combo) == (62, [["4c"], ["4c"]])
+    # in the setting the extinctions pick, (b, c, a); Cmcm's is first
+    tried = _candidate_settings(ProfileScorer(refl), "orthorhombic", None)
+    assert tried[starts.index(first[picked[0]])] == (62, (2, 0, 1))
 
 
 def test_extinctions_pick_the_setting(herzenbergite):
