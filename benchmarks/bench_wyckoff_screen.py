@@ -22,11 +22,12 @@ times the floor (as the solver calls it):
   benchmark was written.
 
 The trials are then refined and ranked as the solver ranks them
-(:func:`~diffpy_mlsolve.ranking._polished`, the low-symmetry premium and
-the contact penalty).  Printed: the best's profile Rwp over the floor,
-its group, whether it is the structure (pymatgen's StructureMatcher at
-stol 0.5, angle_tol 10, ltol 0.3, as ``mlsolve evaluate``), the rank of
-the first trial that is (of the 8 kept), and the seconds.  The trials
+(:func:`~diffpy_mlsolve.ranking._ranked_trial`: refined again, the
+low-symmetry premium and the contact penalty).  Printed: the best's
+profile Rwp over the floor, its group, whether it is the structure
+(pymatgen's StructureMatcher at stol 0.5, angle_tol 10, ltol 0.3, as
+``mlsolve evaluate``), the rank of the first trial that is (of the 8
+kept), and the seconds.  The trials
 never see the true structure; it is read only to give them its contents
 and to judge their result.
 """
@@ -42,13 +43,7 @@ from _shared import test_structures
 import diffpy_mlsolve.wyckoff as wyckoff
 from diffpy_mlsolve.evaluation_atoms import _matcher, _pattern
 from diffpy_mlsolve.phasing import extract_intensities
-from diffpy_mlsolve.ranking import (
-    ANNEAL_FIT,
-    _contact_penalty,
-    _polished,
-    _premium,
-    contact_ratio,
-)
+from diffpy_mlsolve.ranking import ANNEAL_FIT, _ranked_trial
 from diffpy_mlsolve.sitesearch import scorer_for
 from diffpy_mlsolve.structures import _z_to_symbol, to_pymatgen
 
@@ -71,14 +66,8 @@ def run(scorer, contents, lattice, truth, rule):
         trials = wyckoff.wyckoff_trials(
             scorer, contents, lattice, fits=ANNEAL_FIT * scorer.floor
         )
-        ranked = []
-        for _, sym, _ in trials:
-            sym, prof = _polished(scorer, sym)
-            if prof is None:
-                continue
-            ratio = contact_ratio(sym.to_crystal())
-            score = _premium(prof, len(sym.rotations))
-            ranked.append((score + _contact_penalty(ratio), prof, sym))
+        ranked = [_ranked_trial(scorer, sym) for _, sym, _ in trials]
+        ranked = [t[:3] for t in ranked if t is not None]
         seconds = time.perf_counter() - t0
     finally:
         wyckoff._screened = real
@@ -86,10 +75,10 @@ def run(scorer, contents, lattice, truth, rule):
     matcher = _matcher("loose")
     matches = [
         bool(matcher.fit(to_pymatgen(sym.to_crystal()), truth))
-        for _, _, sym in ranked
+        for _, sym, _ in ranked
     ]
     rank = matches.index(True) + 1 if True in matches else None
-    _, prof, sym = ranked[0]
+    _, sym, prof = ranked[0]
     return prof / scorer.floor, sym.symbol, matches[0], rank, seconds
 
 

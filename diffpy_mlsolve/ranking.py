@@ -685,6 +685,20 @@ def candidates_from_densities(
     return rank_candidates(cands)
 
 
+def _ranked_trial(scorer, sym):
+    """(score the ranking uses, the trial refined, its profile Rwp, its
+    contact ratio) of a Wyckoff trial: refined in its group
+    (:func:`_polished`), scored as :func:`_score` scores candidates (the
+    low-symmetry premium, the contact penalty); None where it cannot be
+    refined."""
+    sym, prof = _polished(scorer, sym)
+    if prof is None:
+        return None
+    ratio = contact_ratio(sym.to_crystal())
+    score = _premium(prof, len(sym.rotations)) + _contact_penalty(ratio)
+    return score, sym, prof, ratio
+
+
 def _wyckoff_candidates(
     cands, density, pattern, composition, formula_units, scorer, min_distance
 ) -> list:
@@ -756,14 +770,9 @@ def _wyckoff_candidates(
             min_distance=min_distance,
             fits=ANNEAL_FIT * scorer.floor if anneal else None,
         ):
-            sym, prof = _polished(scorer, sym)
-            if prof is None:
-                continue
-            ratio = contact_ratio(sym.to_crystal())
-            score = _premium(prof, len(sym.rotations)) + _contact_penalty(
-                ratio
-            )
-            found.append((score, sym, prof, ratio, number, contents))
+            ranked = _ranked_trial(scorer, sym)
+            if ranked is not None:
+                found.append((*ranked, number, contents))
 
     for z in options:
         if any(t[2] <= fits for t in found):
